@@ -1,0 +1,1 @@
+//! The one integration-test binary: CLI, forward-listener pipeline and the namespace lab.
