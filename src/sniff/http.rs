@@ -39,12 +39,17 @@ fn request(buf: &[u8]) -> Result<HttpRequest, Stop> {
     let (method, rest) = method(rest)?;
     let rest = target(rest)?;
     let rest = version_line_end(rest)?;
-    let mut req = HttpRequest {
+    let fields = header_fields(rest)?;
+    // Only a complete head allocates: the driver may ask once per byte.
+    Ok(HttpRequest {
         method: String::from_utf8_lossy(method).into_owned(),
-        ..HttpRequest::default()
-    };
-    header_fields(rest, &mut req)?;
-    Ok(req)
+        host: fields
+            .host
+            .map(|h| String::from_utf8_lossy(h).to_ascii_lowercase()),
+        user_agent: fields
+            .user_agent
+            .map(|ua| String::from_utf8_lossy(ua).into_owned()),
+    })
 }
 
 /// RFC 9110 §5.6.2 tchar.
@@ -119,12 +124,21 @@ fn version_line_end(buf: &[u8]) -> Step<'_> {
     }
 }
 
+/// The header fields the sniffer reports, still borrowed from the buffer.
+#[derive(Default)]
+struct Fields<'a> {
+    /// Host without port or IPv6 brackets, not yet lowercased.
+    host: Option<&'a [u8]>,
+    user_agent: Option<&'a [u8]>,
+}
+
 /// Header fields (RFC 9112 §5) up to the empty line that ends them.
-fn header_fields(mut buf: &[u8], req: &mut HttpRequest) -> Result<(), Stop> {
+fn header_fields(mut buf: &[u8]) -> Result<Fields<'_>, Stop> {
+    let mut fields = Fields::default();
     let mut host_seen = false;
     for _ in 0..=MAX_FIELDS {
         match line_end(buf) {
-            Some(step) => return step.map(|_| ()),
+            Some(step) => return step.map(|_| fields),
             None if buf.is_empty() => return Err(Stop::NeedMore),
             None => {}
         }
@@ -137,9 +151,9 @@ fn header_fields(mut buf: &[u8], req: &mut HttpRequest) -> Result<(), Stop> {
                 return Err(Stop::NoMatch);
             }
             host_seen = true;
-            req.host = host_name(value)?;
-        } else if name.eq_ignore_ascii_case(b"user-agent") && req.user_agent.is_none() {
-            req.user_agent = Some(String::from_utf8_lossy(value).into_owned());
+            fields.host = host_name(value)?;
+        } else if name.eq_ignore_ascii_case(b"user-agent") && fields.user_agent.is_none() {
+            fields.user_agent = Some(value);
         }
     }
     Err(Stop::NoMatch)
@@ -184,9 +198,9 @@ fn field_line(buf: &[u8]) -> Result<Field<'_>, Stop> {
     Err(Stop::NeedMore)
 }
 
-/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): lowercased, port and
+/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): the host, port and
 /// IPv6 brackets removed. Empty is allowed (no authority); anything malformed is refused.
-fn host_name(value: &[u8]) -> Result<Option<String>, Stop> {
+fn host_name(value: &[u8]) -> Result<Option<&[u8]>, Stop> {
     if value.is_empty() {
         return Ok(None);
     }
@@ -212,5 +226,5 @@ fn host_name(value: &[u8]) -> Result<Option<String>, Stop> {
     if host.is_empty() || !host.iter().all(host_ok) || !port.iter().all(u8::is_ascii_digit) {
         return Err(Stop::NoMatch);
     }
-    Ok(Some(String::from_utf8_lossy(host).to_ascii_lowercase()))
+    Ok(Some(host))
 }
