@@ -11,12 +11,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout, Instant};
 
-use super::detect::client_first_turn;
+use super::detect::{client_first_turn, server_first_turn, ClientTurn, Detected};
 use super::relay::{relay, Relayed};
 use super::{orig_dst, ListenerInfo, Shared};
 use crate::config::ListenerMode;
 use crate::events::{CloseEvent, CloseReason, DecisionEvent, Detection, Flow};
-use crate::policy::{Decision, Gate, Reason, Refuse};
+use crate::policy::{Decision, Gate, Policy, Reason, Refuse};
 use crate::sniff::{Protocol, Sniffed};
 
 /// How long a native refusal waits for the client to read it before closing.
@@ -46,20 +46,20 @@ pub async fn handle(
     let (admission, _slot) = shared.admit(peer, destination, local);
     let policy = shared.policy();
 
-    let (decision, detected) = match policy.gate(peer.ip(), destination, admission) {
+    let (decision, inspection) = match policy.gate(peer.ip(), destination, admission) {
         Gate::Decided(decision) => (decision, None),
         Gate::Inspect { segment } => {
-            let detected =
-                client_first_turn(&mut client, shared.detect.timeout, shared.detect.max_bytes)
-                    .await;
-            let sniffed = detected.sniffed.as_ref();
+            let inspection =
+                inspect(&shared, &policy, segment, &mut client, destination, started).await;
+            let sniffed = inspection.detected.sniffed.as_ref();
             let protocol = sniffed.map_or(Protocol::Unknown, |s| s.protocol);
             let server_name = sniffed.and_then(Sniffed::server_name);
             let decision = policy.decide_rules(segment, destination, protocol, server_name);
-            (decision, Some(detected))
+            (decision, Some(inspection))
         }
     };
-    let sniffed = detected.as_ref().and_then(|d| d.sniffed.as_ref());
+    let detected = inspection.as_ref().map(|i| &i.detected);
+    let sniffed = detected.and_then(|d| d.sniffed.as_ref());
     let protocol = sniffed.map_or(Protocol::Unknown, |s| s.protocol);
     let segment = policy.segment(&decision);
     shared.events.emit(
@@ -74,24 +74,44 @@ pub async fn handle(
             policy_version: &policy.version,
             protocol,
             sniffed,
-            detection: detected.as_ref().map_or(Detection::Skipped, |d| d.stop),
+            detection: detected.map_or(Detection::Skipped, |d| d.stop),
             expected_protocols: &decision.expected_protocols,
             would_block: decision.would_block(),
         }
         .to_json(),
     );
 
-    let replay = detected.as_ref().map_or(&[][..], |d| d.buf.as_slice());
-    let relayed = if decision.action.forwards() {
-        forward(&shared, &mut client, destination, replay).await
-    } else {
-        let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
-        refuse_connection(client, refuse, &decision, protocol).await;
-        Relayed {
-            client_bytes: replay.len() as u64,
-            server_bytes: 0,
-            reason: CloseReason::Blocked,
+    let relayed = match inspection {
+        _ if !decision.action.forwards() => {
+            let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
+            refuse_connection(client, refuse, &decision, protocol).await;
+            let (client_bytes, server_bytes) = inspection.map_or((0, 0), |i| i.bytes_read());
+            Relayed {
+                client_bytes,
+                server_bytes,
+                reason: CloseReason::Blocked,
+            }
         }
+        None => forward(&shared, &mut client, destination, &[]).await,
+        Some(Inspection {
+            upstream: Upstream::Unreachable(reason),
+            ..
+        }) => {
+            reset(&client);
+            Relayed {
+                client_bytes: 0,
+                server_bytes: 0,
+                reason,
+            }
+        }
+        Some(Inspection {
+            upstream: Upstream::Connected(mut upstream),
+            detected,
+        }) => server_first_forward(&shared, &mut client, &mut upstream, &detected.buf).await,
+        Some(Inspection {
+            upstream: Upstream::NotYet,
+            detected,
+        }) => forward(&shared, &mut client, destination, &detected.buf).await,
     };
     shared.events.emit(
         CloseEvent {
@@ -107,6 +127,111 @@ pub async fn handle(
         }
         .to_json(),
     );
+}
+
+/// What detection learned, and the upstream connection if detection needed it.
+struct Inspection {
+    /// The turn that decided: the client's, or the server's when the client was silent.
+    detected: Detected,
+    upstream: Upstream,
+}
+
+enum Upstream {
+    /// Client-first: not dialled until the verdict allows it.
+    NotYet,
+    /// Server-first: dialled to read the banner, which `detected.buf` holds.
+    Connected(TcpStream),
+    /// Server-first, but the destination could not be reached.
+    Unreachable(CloseReason),
+}
+
+impl Inspection {
+    /// (client bytes, server bytes) read during detection.
+    fn bytes_read(&self) -> (u64, u64) {
+        let n = self.detected.buf.len() as u64;
+        match self.upstream {
+            Upstream::Connected(_) => (0, n),
+            Upstream::NotYet | Upstream::Unreachable(_) => (n, 0),
+        }
+    }
+}
+
+/// Client first; if the client stays silent for `client_first_ms`, the server's banner.
+async fn inspect(
+    shared: &Shared,
+    policy: &Policy,
+    segment: usize,
+    client: &mut TcpStream,
+    destination: SocketAddr,
+    started: Instant,
+) -> Inspection {
+    let detect = shared.detect;
+    let deadline = started + detect.timeout;
+    let silence = started + detect.client_first;
+    let silent = Detected {
+        sniffed: None,
+        stop: Detection::Timeout,
+        buf: Vec::new(),
+    };
+    match client_first_turn(client, deadline, silence, detect.max_bytes).await {
+        ClientTurn::Spoke(detected) => Inspection {
+            detected,
+            upstream: Upstream::NotYet,
+        },
+        ClientTurn::Silent => {
+            // A port refused whatever is spoken on it: never contact the destination.
+            let blind = policy.decide_rules(segment, destination, Protocol::Unknown, None);
+            if blind.reason == Reason::PortNotAllowed && !blind.action.forwards() {
+                return Inspection {
+                    detected: silent,
+                    upstream: Upstream::NotYet,
+                };
+            }
+            let limit = shared
+                .limits
+                .connect_timeout
+                .min(deadline.saturating_duration_since(Instant::now()));
+            match connect(destination, limit).await {
+                Ok(mut upstream) => Inspection {
+                    detected: server_first_turn(&mut upstream, deadline, detect.max_bytes).await,
+                    upstream: Upstream::Connected(upstream),
+                },
+                Err(reason) => Inspection {
+                    detected: Detected {
+                        stop: Detection::ReadError,
+                        ..silent
+                    },
+                    upstream: Upstream::Unreachable(reason),
+                },
+            }
+        }
+    }
+}
+
+/// Server-first: delivers the banner the gateway read, then relays both ways.
+async fn server_first_forward(
+    shared: &Shared,
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    banner: &[u8],
+) -> Relayed {
+    if !banner.is_empty() && client.write_all(banner).await.is_err() {
+        reset(upstream);
+        return Relayed {
+            client_bytes: 0,
+            server_bytes: banner.len() as u64,
+            reason: CloseReason::ClientError,
+        };
+    }
+    let mut relayed = relay(
+        client,
+        upstream,
+        shared.limits.idle_timeout,
+        shared.stop.clone(),
+    )
+    .await;
+    relayed.server_bytes += banner.len() as u64;
+    relayed
 }
 
 /// Connects upstream, replays the bytes detection read, then relays both ways.
@@ -169,7 +294,8 @@ fn reset(client: &TcpStream) {
 }
 
 /// Refuses with a reset, or for `refuse = "native"` with what the client's protocol
-/// understands: an HTTP 403, a TLS access_denied alert; anything else is reset.
+/// understands: an HTTP 403, a TLS access_denied alert, an SMTP 554 greeting; anything else
+/// is reset.
 async fn refuse_connection(
     mut client: TcpStream,
     refuse: Refuse,
@@ -180,6 +306,14 @@ async fn refuse_connection(
         (Refuse::Native, Protocol::Http) => Some(http_403(decision.reason)),
         // TLS alert record: handshake-layer version 1.2, fatal (2), access_denied (49).
         (Refuse::Native, Protocol::Tls) => Some(vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49]),
+        // A 554 greeting: "no SMTP service here" (RFC 5321 §3.1).
+        (Refuse::Native, Protocol::Smtp) => Some(
+            format!(
+                "554 5.7.1 portcullis refused this connection: {}\r\n",
+                decision.reason.name()
+            )
+            .into_bytes(),
+        ),
         _ => None,
     };
     let Some(message) = native else {

@@ -4,6 +4,8 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::*;
@@ -101,27 +103,142 @@ fn curl_http_is_allowed_and_tls_on_the_http_port_is_refused_before_upstream() {
     );
 }
 
+/// A server that speaks only when spoken to, and counts the bytes it was sent.
+fn quiet_upstream() -> (Upstream, Arc<AtomicUsize>) {
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&received);
+    let up = Upstream::start(move |mut s| {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            counter.fetch_add(n, Ordering::SeqCst);
+        }
+    });
+    (up, received)
+}
+
 #[test]
-fn silent_client_gets_the_unidentified_verdict_at_the_deadline() {
-    let up = http_upstream();
-    let (gw, listen) = gateway(up.addr, "block", HTTP_ONLY, "[detect]\ntimeout_ms = 300\n");
+fn silent_client_and_silent_server_get_the_unidentified_verdict_at_the_deadline() {
+    let (up, received) = quiet_upstream();
+    let (gw, listen) = gateway(
+        up.addr,
+        "block",
+        HTTP_ONLY,
+        "[detect]\nclient_first_ms = 100\ntimeout_ms = 400\n",
+    );
     let mut client = TcpStream::connect(listen).unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut buf = [0u8; 16];
-    // Refused with a reset once the detection budget is spent.
-    assert!(client.read(&mut buf).is_err() || client.read(&mut buf).unwrap_or(0) == 0);
+    assert!(
+        matches!(client.read(&mut buf), Err(_) | Ok(0)),
+        "refused without a byte"
+    );
     let (decisions, _) = gw.connections_after(2, 1);
     assert_eq!(decisions[0]["portcullis"]["detection"], "timeout");
     assert_eq!(decisions[0]["event"]["reason"], "unidentified_protocol");
     assert_eq!(decisions[0]["network"]["protocol"], "unknown");
     assert_eq!(decisions[0]["threat"]["technique"]["id"][0], "T1571");
-    assert_eq!(up.accepted(), 0);
+    // The destination was dialled to read a banner (server-first), and sent nothing.
+    assert_eq!(up.accepted(), 1);
+    assert_eq!(received.load(Ordering::SeqCst), 0);
 }
 
 #[test]
-fn silent_client_is_forwarded_when_the_segment_allows_unidentified_traffic() {
+fn silent_client_on_a_port_no_rule_names_never_reaches_the_destination() {
+    let (up, _) = quiet_upstream();
+    let (gw, listen) = gateway(
+        up.addr,
+        "block",
+        "[[allow]]\nports = [1]\nprotocols = [\"http\"]\n",
+        "[detect]\nclient_first_ms = 100\n",
+    );
+    let client = TcpStream::connect(listen).unwrap();
+    let (decisions, _) = gw.connections_after(2, 1);
+    assert_eq!(decisions[0]["event"]["reason"], "port_not_allowed");
+    assert_eq!(up.accepted(), 0);
+    drop(client);
+}
+
+const SSHD_BANNER: &[u8] = include_bytes!("../fixtures/sniff/ssh_server_openssh.bin");
+
+#[test]
+fn server_first_banner_on_a_port_allowed_only_for_tls_is_refused_before_the_client_sees_it() {
+    let up = Upstream::start(|mut s| {
+        let _ = s.write_all(SSHD_BANNER);
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf);
+    });
+    let (gw, listen) = gateway(
+        up.addr,
+        "block",
+        "[[allow]]\nports = [8000]\nprotocols = [\"tls\"]\n",
+        "[detect]\nclient_first_ms = 100\n",
+    );
+    let mut client = TcpStream::connect(listen).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = client.read_to_end(&mut got);
+    assert!(
+        got.is_empty(),
+        "the banner must never reach the client: {got:?}"
+    );
+    let (decisions, closes) = gw.connections_after(2, 1);
+    let d = &decisions[0];
+    assert_eq!(d["event"]["reason"], "protocol_not_allowed");
+    assert_eq!(d["network"]["protocol"], "ssh");
+    assert_eq!(d["portcullis"]["side"], "server");
+    assert!(d["portcullis"]["ssh"]["banner"]
+        .as_str()
+        .unwrap()
+        .starts_with("SSH-2.0-OpenSSH"));
+    assert_eq!(closes[0]["destination"]["bytes"], SSHD_BANNER.len() as u64);
+    assert_eq!(closes[0]["source"]["bytes"], 0);
+}
+
+#[test]
+fn server_first_banner_allowed_on_its_port_is_delivered_then_relayed() {
+    let up = Upstream::start(|mut s| {
+        let _ = s.write_all(SSHD_BANNER);
+        let mut request = Vec::new();
+        let _ = s.read_to_end(&mut request);
+        let _ = s.write_all(&request);
+    });
+    let (gw, listen) = gateway(
+        up.addr,
+        "block",
+        "[[allow]]\nports = [8000]\nprotocols = [\"ssh\"]\n",
+        "[detect]\nclient_first_ms = 100\n",
+    );
+    let mut client = TcpStream::connect(listen).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut banner = vec![0u8; SSHD_BANNER.len()];
+    client.read_exact(&mut banner).unwrap();
+    assert_eq!(banner, SSHD_BANNER);
+    client.write_all(b"after the banner").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut echo = Vec::new();
+    client.read_to_end(&mut echo).unwrap();
+    assert_eq!(echo, b"after the banner");
+    let (decisions, closes) = gw.connections_after(2, 1);
+    assert_eq!(decisions[0]["event"]["action"], "allowed");
+    assert_eq!(decisions[0]["portcullis"]["side"], "server");
+    assert_eq!(
+        closes[0]["destination"]["bytes"],
+        (SSHD_BANNER.len() + 16) as u64
+    );
+    assert_eq!(closes[0]["source"]["bytes"], 16);
+}
+
+#[test]
+fn unidentified_server_banner_is_delivered_when_the_segment_allows_unidentified_traffic() {
     let up = Upstream::start(|mut s| {
         let _ = s.write_all(b"banner from the server\r\n");
     });
@@ -136,7 +253,9 @@ fn silent_client_is_forwarded_when_the_segment_allows_unidentified_traffic() {
     drop(client);
     let (decisions, _) = gw.connections_after(2, 1);
     assert_eq!(decisions[0]["event"]["action"], "allowed");
-    assert_eq!(decisions[0]["portcullis"]["detection"], "timeout");
+    assert_eq!(decisions[0]["network"]["protocol"], "unknown");
+    // The server sent its line and closed before any sniffer could say what it was.
+    assert_eq!(decisions[0]["portcullis"]["detection"], "eof");
 }
 
 #[test]
