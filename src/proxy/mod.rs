@@ -1,1 +1,267 @@
-//! Proxy (placeholder).
+//! The gateway's data path: listeners, original destination, detection, decision, relay.
+//!
+//! `serve` binds every listener, then runs until SIGTERM/SIGINT; SIGHUP reloads the policy.
+//! Each accepted connection is one task (`conn::handle`) that emits exactly one decision
+//! event and one close event.
+
+mod conn;
+mod detect;
+mod listener;
+mod orig_dst;
+mod relay;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{watch, Notify};
+
+pub use detect::{client_first_turn, Detected};
+
+use crate::config::{self, Detect, Limits, ListenerMode, Loaded, Sink as SinkConfig};
+use crate::events::{self, Sink, SinkError, Target};
+use crate::policy::{Admission, Policy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Events(#[from] SinkError),
+    #[error("cannot install signal handlers: {0}")]
+    Signal(io::Error),
+}
+
+/// A bound listener, as connections see it.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerInfo {
+    pub mode: ListenerMode,
+    pub addr: SocketAddr,
+    pub upstream: Option<SocketAddr>,
+}
+
+/// State every connection task shares.
+pub struct Shared {
+    policy: RwLock<Arc<Policy>>,
+    detect: Detect,
+    limits: Limits,
+    events: Sink,
+    listeners: Vec<SocketAddr>,
+    /// Turns true when the drain period after SIGTERM runs out.
+    stop: watch::Receiver<bool>,
+    counts: Mutex<Counts>,
+    idle: Notify,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+/// A connection's place in the connection limits; released on drop.
+pub struct Slot {
+    shared: Arc<Shared>,
+    source: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.shared.lock_counts();
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_source.remove(&self.source);
+            }
+        }
+        if counts.total == 0 {
+            self.shared.idle.notify_waiters();
+        }
+    }
+}
+
+impl Shared {
+    /// The policy in force now; a connection keeps the one it started with.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn lock_counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn active(&self) -> usize {
+        self.lock_counts().total
+    }
+
+    /// The checks that come before the policy: self destination, then connection limits.
+    fn admit(self: &Arc<Self>, peer: SocketAddr, destination: SocketAddr, local: SocketAddr) -> (Admission, Option<Slot>) {
+        if self.is_self(destination, local) {
+            return (Admission::SelfDestination, None);
+        }
+        let source = peer.ip();
+        let mut counts = self.lock_counts();
+        let from_source = counts.per_source.get(&source).copied().unwrap_or(0);
+        if counts.total >= self.limits.max_connections
+            || from_source >= self.limits.max_connections_per_source
+        {
+            return (Admission::ConnectionLimit, None);
+        }
+        counts.total += 1;
+        *counts.per_source.entry(source).or_insert(0) += 1;
+        drop(counts);
+        let slot = Slot {
+            shared: Arc::clone(self),
+            source,
+        };
+        (Admission::Admitted, Some(slot))
+    }
+
+    /// True when forwarding would connect the gateway to one of its own listeners: the
+    /// connection was not redirected, or its destination is a listening address.
+    fn is_self(&self, destination: SocketAddr, local: SocketAddr) -> bool {
+        destination == local
+            || self.listeners.iter().any(|l| {
+                l.port() == destination.port()
+                    && (l.ip() == destination.ip()
+                        || (l.ip().is_unspecified()
+                            && (destination.ip().is_loopback()
+                                || destination.ip().is_unspecified()
+                                || destination.ip() == local.ip())))
+            })
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.active() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+fn target(sink: &SinkConfig) -> Target {
+    match sink {
+        SinkConfig::Stdout => Target::Stdout,
+        SinkConfig::File(path) => Target::File(path.clone()),
+    }
+}
+
+/// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
+pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
+    let Loaded { config, policy } = loaded;
+    let mut bound = Vec::with_capacity(config.listeners.len());
+    for l in &config.listeners {
+        let tcp = listener::bind(l.listen).map_err(|source| ProxyError::Bind { addr: l.listen, source })?;
+        let addr = tcp.local_addr().unwrap_or(l.listen);
+        let info = ListenerInfo {
+            mode: l.mode,
+            addr,
+            upstream: l.upstream,
+        };
+        bound.push((info, tcp));
+    }
+    let mut terminate = signal(SignalKind::terminate()).map_err(ProxyError::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ProxyError::Signal)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(ProxyError::Signal)?;
+    let (events, writer) = Sink::start(&target(&config.events.sink))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (quit_accepting, accepting_stopped) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        policy: RwLock::new(Arc::new(policy)),
+        detect: config.detect.clone(),
+        limits: config.limits.clone(),
+        events,
+        listeners: bound.iter().map(|(info, _)| info.addr).collect(),
+        stop: stop_rx,
+        counts: Mutex::new(Counts::default()),
+        idle: Notify::new(),
+    });
+    for (info, tcp) in bound {
+        eprintln!("portcullis: listening on {} ({})", info.addr, info.mode.name());
+        tokio::spawn(accept_loop(Arc::clone(&shared), info, tcp, accepting_stopped.clone()));
+    }
+    {
+        let policy = shared.policy();
+        eprintln!(
+            "portcullis: policy {} loaded from {}: {} segment(s)",
+            policy.version,
+            config.path.display(),
+            policy.segments.len()
+        );
+    }
+
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => reload(&shared, &config),
+        }
+    }
+
+    eprintln!(
+        "portcullis: stopping; draining {} connection(s) for up to {:?}",
+        shared.active(),
+        config.limits.drain
+    );
+    let _ = quit_accepting.send(true);
+    if tokio::time::timeout(config.limits.drain, shared.wait_idle()).await.is_err() {
+        let _ = stop_tx.send(true);
+        // Let the remaining connections write their close events.
+        let _ = tokio::time::timeout(Duration::from_secs(2), shared.wait_idle()).await;
+    }
+    writer.finish(&shared.events);
+    Ok(())
+}
+
+/// SIGHUP: load and validate everything; only a fully valid policy replaces the old one.
+fn reload(shared: &Shared, config: &config::Config) {
+    let result = if config.path == Path::new(config::EMBEDDED) {
+        config::load_embedded()
+    } else {
+        config::load(Some(&config.path))
+    };
+    match result {
+        Ok(new) => {
+            if new.config.listeners != config.listeners {
+                eprintln!("portcullis: listener changes need a restart; the old listeners stay");
+            }
+            let version = new.policy.version.clone();
+            *shared.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(new.policy);
+            eprintln!("portcullis: policy {version} reloaded");
+            shared.events.emit(events::reload_event(&version, None));
+        }
+        Err(problems) => {
+            let message = problems.to_string();
+            eprintln!("portcullis: reload failed; the old policy stays in force:\n{message}");
+            let version = shared.policy().version.clone();
+            shared.events.emit(events::reload_event(&version, Some(&message)));
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, info: ListenerInfo, tcp: TcpListener, mut quit: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = relay::stopped(&mut quit) => return,
+            accepted = tcp.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(conn::handle(Arc::clone(&shared), info, stream, peer));
+                }
+                Err(err) => {
+                    // Out of file descriptors or memory: back off instead of spinning.
+                    eprintln!("portcullis: accept on {} failed: {err}", info.addr);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}

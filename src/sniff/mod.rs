@@ -6,7 +6,11 @@
 //! async detection driver in `proxy::detect` owns reading, deadlines and the byte cap.
 
 mod http;
+mod http2;
+mod ja4;
 mod ssh;
+#[cfg(test)]
+mod tests;
 mod tls;
 
 use std::fmt;
@@ -172,6 +176,17 @@ pub enum Verdict<T> {
     NoMatch,
 }
 
+impl<T> Verdict<T> {
+    /// Converts the `Match` payload; `NeedMore` and `NoMatch` pass through.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Verdict<U> {
+        match self {
+            Verdict::NeedMore => Verdict::NeedMore,
+            Verdict::Match(t) => Verdict::Match(f(t)),
+            Verdict::NoMatch => Verdict::NoMatch,
+        }
+    }
+}
+
 /// Whose bytes decided the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -207,6 +222,14 @@ pub enum Meta {
 }
 
 impl Sniffed {
+    fn client(protocol: Protocol, meta: Meta) -> Sniffed {
+        Sniffed {
+            protocol,
+            side: Side::Client,
+            meta,
+        }
+    }
+
     /// The name the client asked for: TLS SNI or the HTTP Host (without port).
     pub fn server_name(&self) -> Option<&str> {
         match &self.meta {
@@ -232,35 +255,45 @@ pub struct SshBanner {
     pub banner: String,
 }
 
+/// A client-first sniffer, with its protocol and metadata attached.
+type ClientSniffer = fn(&[u8]) -> Verdict<Sniffed>;
+
+/// The client-first sniffers, in the order they are asked. Their protocols exclude each
+/// other from the first bytes (0x16, `SSH-`, `PRI * HTTP/2.0`, a method token), so the order
+/// only decides how soon a `Match` comes.
+const CLIENT_SNIFFERS: [ClientSniffer; 4] = [
+    |b| tls::sniff(b).map(|hello| Sniffed::client(Protocol::Tls, Meta::Tls(hello))),
+    |b| ssh::sniff_client(b).map(|banner| Sniffed::client(Protocol::Ssh, Meta::Ssh(banner))),
+    |b| http2::sniff(b).map(|()| Sniffed::client(Protocol::Http2, Meta::None)),
+    |b| http::sniff(b).map(|req| Sniffed::client(Protocol::Http, Meta::Http(req))),
+];
+
 /// Identifies the client's first turn: runs every client-first sniffer over `buf`.
 ///
 /// `Match` as soon as one sniffer matches; `NoMatch` when every sniffer has said `NoMatch`;
 /// `NeedMore` while at least one still might match.
 pub fn sniff_client(buf: &[u8]) -> Verdict<Sniffed> {
     let mut need_more = false;
-    macro_rules! try_sniffer {
-        ($verdict:expr, $protocol:expr, $meta:expr) => {
-            match $verdict {
-                Verdict::Match(m) => {
-                    #[allow(clippy::redundant_closure_call)]
-                    let meta = ($meta)(m);
-                    return Verdict::Match(Sniffed {
-                        protocol: $protocol,
-                        side: Side::Client,
-                        meta,
-                    });
-                }
-                Verdict::NeedMore => need_more = true,
-                Verdict::NoMatch => {}
-            }
-        };
+    for sniffer in CLIENT_SNIFFERS {
+        match sniffer(buf) {
+            Verdict::Match(sniffed) => return Verdict::Match(sniffed),
+            Verdict::NeedMore => need_more = true,
+            Verdict::NoMatch => {}
+        }
     }
-    try_sniffer!(tls::sniff(buf), Protocol::Tls, Meta::Tls);
-    try_sniffer!(ssh::sniff(buf), Protocol::Ssh, Meta::Ssh);
-    try_sniffer!(http::sniff(buf), Protocol::Http, Meta::Http);
     if need_more {
         Verdict::NeedMore
     } else {
         Verdict::NoMatch
     }
+}
+
+/// Identifies the server's first turn, for server-first protocols: an SSH server's
+/// identification string, possibly after other lines (RFC 4253 §4.2).
+pub fn sniff_server(buf: &[u8]) -> Verdict<Sniffed> {
+    ssh::sniff_server(buf).map(|banner| Sniffed {
+        protocol: Protocol::Ssh,
+        side: Side::Server,
+        meta: Meta::Ssh(banner),
+    })
 }

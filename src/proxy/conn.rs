@@ -1,0 +1,192 @@
+//! One connection, start to finish: original destination, admission, gate, detection,
+//! decision, then forward (replaying the bytes read) or refuse; a decision event and a close
+//! event, always.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use socket2::SockRef;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{timeout, Instant};
+
+use super::detect::client_first_turn;
+use super::relay::{relay, Relayed};
+use super::{orig_dst, ListenerInfo, Shared};
+use crate::config::ListenerMode;
+use crate::events::{CloseEvent, CloseReason, DecisionEvent, Detection, Flow};
+use crate::policy::{Decision, Gate, Reason, Refuse};
+use crate::sniff::{Protocol, Sniffed};
+
+/// How long a native refusal waits for the client to read it before closing.
+const NATIVE_LINGER: Duration = Duration::from_secs(2);
+
+pub async fn handle(shared: Arc<Shared>, listener: ListenerInfo, mut client: TcpStream, peer: SocketAddr) {
+    let started = Instant::now();
+    let at = SystemTime::now();
+    let _ = client.set_nodelay(true);
+    let local = client.local_addr().unwrap_or(listener.addr);
+    let destination = match listener.mode {
+        ListenerMode::Forward => listener.upstream.unwrap_or(local),
+        // Not redirected (no conntrack NAT entry): the client dialled the listener itself.
+        _ => orig_dst::original_dst(&client, local).unwrap_or(local),
+    };
+    let flow = Flow {
+        source: peer,
+        destination,
+        listener: listener.mode.name(),
+    };
+    // Held until the connection ends: it counts towards the connection limits.
+    let (admission, _slot) = shared.admit(peer, destination, local);
+    let policy = shared.policy();
+
+    let (decision, detected) = match policy.gate(peer.ip(), destination, admission) {
+        Gate::Decided(decision) => (decision, None),
+        Gate::Inspect { segment } => {
+            let detected =
+                client_first_turn(&mut client, shared.detect.timeout, shared.detect.max_bytes).await;
+            let sniffed = detected.sniffed.as_ref();
+            let protocol = sniffed.map_or(Protocol::Unknown, |s| s.protocol);
+            let server_name = sniffed.and_then(Sniffed::server_name);
+            let decision = policy.decide_rules(segment, destination, protocol, server_name);
+            (decision, Some(detected))
+        }
+    };
+    let sniffed = detected.as_ref().and_then(|d| d.sniffed.as_ref());
+    let protocol = sniffed.map_or(Protocol::Unknown, |s| s.protocol);
+    let segment = policy.segment(&decision);
+    shared.events.emit(
+        DecisionEvent {
+            at,
+            flow,
+            action: decision.action,
+            reason: decision.reason,
+            segment: segment.map(|s| s.name.as_str()),
+            mode: segment.map(|s| s.mode),
+            rule_id: policy.rule(&decision).map(|r| r.id.as_str()),
+            policy_version: &policy.version,
+            protocol,
+            sniffed,
+            detection: detected.as_ref().map_or(Detection::Skipped, |d| d.stop),
+            expected_protocols: &decision.expected_protocols,
+            would_block: decision.would_block(),
+        }
+        .to_json(),
+    );
+
+    let replay = detected.as_ref().map_or(&[][..], |d| d.buf.as_slice());
+    let relayed = if decision.action.forwards() {
+        forward(&shared, &mut client, destination, replay).await
+    } else {
+        let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
+        refuse_connection(client, refuse, &decision, protocol).await;
+        Relayed {
+            client_bytes: replay.len() as u64,
+            server_bytes: 0,
+            reason: CloseReason::Blocked,
+        }
+    };
+    shared.events.emit(
+        CloseEvent {
+            at: SystemTime::now(),
+            flow,
+            segment: segment.map(|s| s.name.as_str()),
+            policy_version: &policy.version,
+            protocol,
+            client_bytes: relayed.client_bytes,
+            server_bytes: relayed.server_bytes,
+            duration: started.elapsed(),
+            reason: relayed.reason,
+        }
+        .to_json(),
+    );
+}
+
+/// Connects upstream, replays the bytes detection read, then relays both ways.
+async fn forward(shared: &Shared, client: &mut TcpStream, destination: SocketAddr, replay: &[u8]) -> Relayed {
+    let failed = |reason| Relayed {
+        client_bytes: replay.len() as u64,
+        server_bytes: 0,
+        reason,
+    };
+    let mut upstream = match connect(destination, shared.limits.connect_timeout).await {
+        Ok(upstream) => upstream,
+        Err(reason) => {
+            // What the client would have seen without the gateway: a reset.
+            reset(client);
+            return failed(reason);
+        }
+    };
+    if !replay.is_empty() && upstream.write_all(replay).await.is_err() {
+        reset(client);
+        return failed(CloseReason::UpstreamError);
+    }
+    let mut relayed = relay(client, &mut upstream, shared.limits.idle_timeout, shared.stop.clone()).await;
+    relayed.client_bytes += replay.len() as u64;
+    relayed
+}
+
+async fn connect(destination: SocketAddr, limit: Duration) -> Result<TcpStream, CloseReason> {
+    let socket = match destination {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|_| CloseReason::UpstreamError)?;
+    match timeout(limit, socket.connect(destination)).await {
+        Err(_) => Err(CloseReason::UpstreamTimeout),
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => Err(CloseReason::UpstreamRefused),
+        Ok(Err(_)) => Err(CloseReason::UpstreamUnreachable),
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+    }
+}
+
+/// Closes with RST: the client learns at once that the connection is gone.
+fn reset(client: &TcpStream) {
+    let _ = SockRef::from(client).set_linger(Some(Duration::ZERO));
+}
+
+/// Refuses with a reset, or for `refuse = "native"` with what the client's protocol
+/// understands: an HTTP 403, a TLS access_denied alert; anything else is reset.
+async fn refuse_connection(mut client: TcpStream, refuse: Refuse, decision: &Decision, protocol: Protocol) {
+    let native: Option<Vec<u8>> = match (refuse, protocol) {
+        (Refuse::Native, Protocol::Http) => Some(http_403(decision.reason)),
+        // TLS alert record: handshake-layer version 1.2, fatal (2), access_denied (49).
+        (Refuse::Native, Protocol::Tls) => Some(vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49]),
+        _ => None,
+    };
+    let Some(message) = native else {
+        reset(&client);
+        return;
+    };
+    if client.write_all(&message).await.is_err() {
+        reset(&client);
+        return;
+    }
+    let _ = client.shutdown().await;
+    // Read what the client still sends until it closes, so the kernel does not answer its
+    // data with a reset that could destroy the refusal before the client reads it.
+    let mut sink = [0u8; 1024];
+    let _ = timeout(NATIVE_LINGER, async {
+        while let Ok(n) = client.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+fn http_403(reason: Reason) -> Vec<u8> {
+    let body = format!("portcullis refused this connection: {}\n", reason.name());
+    format!(
+        "HTTP/1.1 403 Forbidden\r\nX-Portcullis-Reason: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        reason.name(),
+        body.len(),
+        body
+    )
+    .into_bytes()
+}

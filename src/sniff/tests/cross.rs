@@ -1,0 +1,134 @@
+//! Every sniffer against every other protocol's fixtures, the dispatch, and random bytes.
+
+use super::*;
+use crate::sniff::{http, http2, sniff_client, sniff_server, ssh, tls, Protocol, Side};
+
+/// Every recorded first turn with the protocol it is, and whose turn it is.
+fn all_fixtures() -> Vec<(&'static str, &'static [u8], Protocol, Side)> {
+    let mut all: Vec<_> = TLS_FIXTURES
+        .iter()
+        .map(|&(n, b)| (n, b, Protocol::Tls, Side::Client))
+        .collect();
+    all.extend(
+        HTTP_FIXTURES
+            .iter()
+            .map(|&(n, b)| (n, b, Protocol::Http, Side::Client)),
+    );
+    all.push(("http2", HTTP2_CURL, Protocol::Http2, Side::Client));
+    all.push(("ssh_client", SSH_CLIENT, Protocol::Ssh, Side::Client));
+    all.push(("ssh_server", SSH_SERVER, Protocol::Ssh, Side::Server));
+    all
+}
+
+type MatchOnly = fn(&[u8]) -> Verdict<()>;
+
+/// Each client-side sniffer by protocol, reduced to "did it match".
+fn client_sniffers() -> [(Protocol, MatchOnly); 4] {
+    [
+        (Protocol::Tls, |b| tls::sniff(b).map(drop)),
+        (Protocol::Http, |b| http::sniff(b).map(drop)),
+        (Protocol::Http2, |b| http2::sniff(b).map(drop)),
+        (Protocol::Ssh, |b| ssh::sniff_client(b).map(drop)),
+    ]
+}
+
+#[test]
+fn no_sniffer_claims_another_protocols_fixture() {
+    for (name, input, protocol, _) in all_fixtures() {
+        for (other, sniff) in client_sniffers() {
+            if other == protocol {
+                continue;
+            }
+            // Refused outright, and no prefix is ever claimed either.
+            assert_eq!(sniff(input), Verdict::NoMatch, "{other} on {name}");
+            check_all_prefixes(name, input, sniff);
+        }
+        if protocol != Protocol::Ssh {
+            let server = ssh::sniff_server(input);
+            assert!(!matches!(server, Verdict::Match(_)), "ssh server on {name}");
+        }
+    }
+}
+
+#[test]
+fn dispatch_names_the_protocol_and_the_side() {
+    for (name, input, protocol, side) in all_fixtures() {
+        let verdict = match side {
+            Side::Client => sniff_client(input),
+            Side::Server => sniff_server(input),
+        };
+        match verdict {
+            Verdict::Match(s) => {
+                assert_eq!((s.protocol, s.side), (protocol, side), "{name}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        check_all_prefixes(
+            name,
+            input,
+            match side {
+                Side::Client => sniff_client,
+                Side::Server => sniff_server,
+            },
+        );
+    }
+}
+
+#[test]
+fn server_name_comes_from_sni_or_host() {
+    let name = |input| match sniff_client(input) {
+        Verdict::Match(s) => s.server_name().map(str::to_owned),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(name(TLS_CURL).as_deref(), Some("www.example.test"));
+    assert_eq!(name(HTTP_CURL_GET).as_deref(), Some("www.example.test"));
+    assert_eq!(name(SSH_CLIENT), None);
+}
+
+#[test]
+fn random_bytes_never_panic() {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    for i in 0..3000 {
+        let len = match i % 10 {
+            0 => rng.below(17_000),
+            _ => rng.below(300),
+        };
+        let mut buf = rng.bytes(len);
+        // Half of them start like something a sniffer accepts, to get past byte 0.
+        match i % 6 {
+            0 if len > 5 => buf[..5].copy_from_slice(&[0x16, 0x03, 0x01, 0x00, 0xff]),
+            1 if len > 8 => buf[..8].copy_from_slice(b"SSH-2.0-"),
+            2 if len > 4 => buf[..4].copy_from_slice(b"GET "),
+            _ => {}
+        }
+        let _ = sniff_client(&buf);
+        let _ = sniff_server(&buf);
+    }
+}
+
+#[test]
+fn mutated_fixtures_never_panic() {
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    for (_, input, _, _) in all_fixtures() {
+        for _ in 0..300 {
+            let mut buf = input.to_vec();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(buf.len());
+                buf[at] = rng.next() as u8;
+            }
+            let cut = rng.below(buf.len() + 1);
+            let _ = sniff_client(&buf);
+            let _ = sniff_client(&buf[..cut]);
+            let _ = sniff_server(&buf);
+        }
+    }
+}
+
+#[test]
+fn random_printable_text_ends_in_no_match() {
+    let mut rng = XorShift(0xdead_beef_cafe_f00d);
+    for _ in 0..200 {
+        let buf: Vec<u8> = (0..17_000).map(|_| 0x20 + rng.below(95) as u8).collect();
+        assert_eq!(sniff_client(&buf), Verdict::NoMatch, "{:?}", &buf[..40]);
+    }
+}
