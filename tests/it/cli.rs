@@ -83,7 +83,7 @@ fn explain_names_the_reason_and_the_rule() {
 
 #[test]
 fn sniff_reports_protocol_side_and_metadata() {
-    let hello = repo("tests/fixtures/sniff/curl-hello.bin");
+    let hello = repo("tests/fixtures/sniff/tls_curl.bin");
     let out = json(&Command::new(BIN).args(["sniff", "--port", "8088", "--client-file", &hello]).output().unwrap());
     assert_eq!(out["protocol"], "tls");
     assert_eq!(out["detection"], "matched");

@@ -109,6 +109,7 @@ fn silent_client_is_forwarded_when_the_segment_allows_unidentified_traffic() {
     let mut got = Vec::new();
     client.read_to_end(&mut got).unwrap();
     assert_eq!(got, b"banner from the server\r\n");
+    drop(client);
     let (decisions, _) = gw.connections_after(2, 1);
     assert_eq!(decisions[0]["event"]["action"], "allowed");
     assert_eq!(decisions[0]["portcullis"]["detection"], "timeout");
@@ -233,7 +234,7 @@ fn forwarding_to_the_gateway_itself_is_refused_as_self_destination() {
 #[test]
 fn sigterm_lets_an_open_connection_finish_then_exits_zero() {
     let up = Upstream::answering(|request| request.to_vec());
-    let (mut gw, listen) = gateway(up.addr, "allow", HTTP_ONLY, "[detect]\ntimeout_ms = 200\n[limits]\ndrain_ms = 10000\n");
+    let (mut gw, listen) = gateway(up.addr, "allow", HTTP_ONLY, "[detect]\nclient_first_ms = 100\ntimeout_ms = 200\n[limits]\ndrain_ms = 10000\n");
     let mut client = TcpStream::connect(listen).unwrap();
     client.write_all(b"first part ").unwrap();
     gw.wait_events(3);
