@@ -385,3 +385,26 @@ fn monitor_tls_on_8443_goes_through_with_an_alert() {
     );
     assert_t1571(&c);
 }
+
+// ---- the gateway itself is no destination ----
+
+#[test]
+fn block_connection_to_the_gateway_listener_is_self_destination() {
+    let Some(lab) = Lab::start(Gateway::On) else {
+        return;
+    };
+    let out = lab.curl(CB, &["http://10.77.1.1:15001/"]);
+    assert!(
+        !out.status.success(),
+        "a request to the gateway's own listener must fail"
+    );
+    let c = lab.connection(CB_V4, "10.77.1.1", 15001);
+    assert_eq!(c.d("/event/action"), "blocked", "{:#}", c.decision);
+    assert_eq!(c.d("/event/reason"), "self_destination", "{:#}", c.decision);
+    assert_eq!(c.d("/event/kind"), "alert", "{:#}", c.decision);
+    assert!(
+        c.decision.get("threat").is_none(),
+        "self_destination is no T1571 case"
+    );
+    assert_eq!(c.close_u64("/destination/bytes"), 0, "nothing was dialled");
+}

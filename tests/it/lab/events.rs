@@ -70,6 +70,10 @@ impl Lab {
                     close: closes[0].clone(),
                 };
                 conn.check_pair();
+                eprintln!(
+                    "lab[{}]: decision {}\nlab[{}]: close {}",
+                    self.id, conn.decision, self.id, conn.close
+                );
                 return conn;
             }
             assert!(
