@@ -171,10 +171,16 @@ pub fn add_sniffed(obj: &mut Map<String, Value>, pc: &mut Map<String, Value>, sn
                 tls.insert("version_protocol".into(), json!("tls"));
             }
             obj.insert("tls".into(), Value::Object(tls));
-            pc.insert("tls".into(), json!({ "alpn": hello.alpn, "ech": hello.ech }));
+            pc.insert(
+                "tls".into(),
+                json!({ "alpn": hello.alpn, "ech": hello.ech }),
+            );
         }
         Meta::Http(req) => {
-            obj.insert("http".into(), json!({ "request": { "method": req.method } }));
+            obj.insert(
+                "http".into(),
+                json!({ "request": { "method": req.method } }),
+            );
             if let Some(host) = &req.host {
                 obj.insert("url".into(), json!({ "domain": host }));
             }

@@ -15,7 +15,11 @@ use portcullis::policy::{Admission, Request};
 use portcullis::sniff::{self, Protocol, Verdict};
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "Egress gateway that checks the protocol on every port (MITRE ATT&CK T1571)")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Egress gateway that checks the protocol on every port (MITRE ATT&CK T1571)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,7 +84,10 @@ struct SniffArgs {
 fn parse_protocol(name: &str) -> Result<Protocol, String> {
     Protocol::from_name(name).ok_or_else(|| {
         let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
-        format!("unknown protocol {name:?}; expected one of {}", names.join(", "))
+        format!(
+            "unknown protocol {name:?}; expected one of {}",
+            names.join(", ")
+        )
     })
 }
 
@@ -158,7 +165,11 @@ fn explain(args: &ExplainArgs) -> Result<(), Failure> {
     });
     let segment = policy.segment(&decision);
     let rule = policy.rule(&decision);
-    let expected: Vec<&str> = decision.expected_protocols.iter().map(|p| p.name()).collect();
+    let expected: Vec<&str> = decision
+        .expected_protocols
+        .iter()
+        .map(|p| p.name())
+        .collect();
     let out = json!({
         "action": decision.action.name(),
         "reason": decision.reason.name(),
@@ -215,7 +226,9 @@ fn sniff_cmd(args: &SniffArgs) -> Result<(), Failure> {
             "give the client's bytes (--client-hex or --client-file), the server's, or both"
         )));
     }
-    let mut verdict = client.as_deref().map_or(Verdict::NoMatch, sniff::sniff_client);
+    let mut verdict = client
+        .as_deref()
+        .map_or(Verdict::NoMatch, sniff::sniff_client);
     if !matches!(verdict, Verdict::Match(_)) {
         if let Some(server) = server.as_deref() {
             let server_verdict = sniff::sniff_server(server);

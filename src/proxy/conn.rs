@@ -22,7 +22,12 @@ use crate::sniff::{Protocol, Sniffed};
 /// How long a native refusal waits for the client to read it before closing.
 const NATIVE_LINGER: Duration = Duration::from_secs(2);
 
-pub async fn handle(shared: Arc<Shared>, listener: ListenerInfo, mut client: TcpStream, peer: SocketAddr) {
+pub async fn handle(
+    shared: Arc<Shared>,
+    listener: ListenerInfo,
+    mut client: TcpStream,
+    peer: SocketAddr,
+) {
     let started = Instant::now();
     let at = SystemTime::now();
     let _ = client.set_nodelay(true);
@@ -45,7 +50,8 @@ pub async fn handle(shared: Arc<Shared>, listener: ListenerInfo, mut client: Tcp
         Gate::Decided(decision) => (decision, None),
         Gate::Inspect { segment } => {
             let detected =
-                client_first_turn(&mut client, shared.detect.timeout, shared.detect.max_bytes).await;
+                client_first_turn(&mut client, shared.detect.timeout, shared.detect.max_bytes)
+                    .await;
             let sniffed = detected.sniffed.as_ref();
             let protocol = sniffed.map_or(Protocol::Unknown, |s| s.protocol);
             let server_name = sniffed.and_then(Sniffed::server_name);
@@ -104,7 +110,12 @@ pub async fn handle(shared: Arc<Shared>, listener: ListenerInfo, mut client: Tcp
 }
 
 /// Connects upstream, replays the bytes detection read, then relays both ways.
-async fn forward(shared: &Shared, client: &mut TcpStream, destination: SocketAddr, replay: &[u8]) -> Relayed {
+async fn forward(
+    shared: &Shared,
+    client: &mut TcpStream,
+    destination: SocketAddr,
+    replay: &[u8],
+) -> Relayed {
     let failed = |reason| Relayed {
         client_bytes: replay.len() as u64,
         server_bytes: 0,
@@ -122,7 +133,13 @@ async fn forward(shared: &Shared, client: &mut TcpStream, destination: SocketAdd
         reset(client);
         return failed(CloseReason::UpstreamError);
     }
-    let mut relayed = relay(client, &mut upstream, shared.limits.idle_timeout, shared.stop.clone()).await;
+    let mut relayed = relay(
+        client,
+        &mut upstream,
+        shared.limits.idle_timeout,
+        shared.stop.clone(),
+    )
+    .await;
     relayed.client_bytes += replay.len() as u64;
     relayed
 }
@@ -135,7 +152,9 @@ async fn connect(destination: SocketAddr, limit: Duration) -> Result<TcpStream, 
     .map_err(|_| CloseReason::UpstreamError)?;
     match timeout(limit, socket.connect(destination)).await {
         Err(_) => Err(CloseReason::UpstreamTimeout),
-        Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => Err(CloseReason::UpstreamRefused),
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(CloseReason::UpstreamRefused)
+        }
         Ok(Err(_)) => Err(CloseReason::UpstreamUnreachable),
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
@@ -151,7 +170,12 @@ fn reset(client: &TcpStream) {
 
 /// Refuses with a reset, or for `refuse = "native"` with what the client's protocol
 /// understands: an HTTP 403, a TLS access_denied alert; anything else is reset.
-async fn refuse_connection(mut client: TcpStream, refuse: Refuse, decision: &Decision, protocol: Protocol) {
+async fn refuse_connection(
+    mut client: TcpStream,
+    refuse: Refuse,
+    decision: &Decision,
+    protocol: Protocol,
+) {
     let native: Option<Vec<u8>> = match (refuse, protocol) {
         (Refuse::Native, Protocol::Http) => Some(http_403(decision.reason)),
         // TLS alert record: handshake-layer version 1.2, fatal (2), access_denied (49).

@@ -112,7 +112,8 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        let detected = first_turn(&mut server, Duration::from_millis(550), 16389, wants(1000)).await;
+        let detected =
+            first_turn(&mut server, Duration::from_millis(550), 16389, wants(1000)).await;
         assert_eq!(detected.stop, Detection::Timeout);
         assert_eq!(detected.buf, vec![b'x'; 6]);
     }
@@ -121,7 +122,13 @@ mod tests {
     async fn never_buffers_more_than_max_bytes() {
         let (mut client, mut server) = tokio::io::duplex(1 << 20);
         client.write_all(&vec![b'x'; 100_000]).await.unwrap();
-        let detected = first_turn(&mut server, Duration::from_secs(5), 16389, wants(usize::MAX)).await;
+        let detected = first_turn(
+            &mut server,
+            Duration::from_secs(5),
+            16389,
+            wants(usize::MAX),
+        )
+        .await;
         assert_eq!(detected.stop, Detection::TooLarge);
         assert_eq!(detected.buf.len(), 16389);
     }
@@ -146,11 +153,17 @@ mod tests {
         client.write_all(b"xx").await.unwrap();
         drop(client);
         let detected = first_turn(&mut server, Duration::from_secs(5), 16389, wants(10)).await;
-        assert_eq!((detected.stop, detected.buf.as_slice()), (Detection::Eof, &b"xx"[..]));
+        assert_eq!(
+            (detected.stop, detected.buf.as_slice()),
+            (Detection::Eof, &b"xx"[..])
+        );
 
         let (mut client, mut server) = tokio::io::duplex(64);
         client.write_all(b"xy").await.unwrap();
         let detected = first_turn(&mut server, Duration::from_secs(5), 16389, wants(10)).await;
-        assert_eq!((detected.stop, detected.buf.as_slice()), (Detection::NoMatch, &b"xy"[..]));
+        assert_eq!(
+            (detected.stop, detected.buf.as_slice()),
+            (Detection::NoMatch, &b"xy"[..])
+        );
     }
 }

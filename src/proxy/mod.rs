@@ -101,7 +101,12 @@ impl Shared {
     }
 
     /// The checks that come before the policy: self destination, then connection limits.
-    fn admit(self: &Arc<Self>, peer: SocketAddr, destination: SocketAddr, local: SocketAddr) -> (Admission, Option<Slot>) {
+    fn admit(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        destination: SocketAddr,
+        local: SocketAddr,
+    ) -> (Admission, Option<Slot>) {
         if self.is_self(destination, local) {
             return (Admission::SelfDestination, None);
         }
@@ -160,7 +165,10 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
     let Loaded { config, policy } = loaded;
     let mut bound = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
-        let tcp = listener::bind(l.listen).map_err(|source| ProxyError::Bind { addr: l.listen, source })?;
+        let tcp = listener::bind(l.listen).map_err(|source| ProxyError::Bind {
+            addr: l.listen,
+            source,
+        })?;
         let addr = tcp.local_addr().unwrap_or(l.listen);
         let info = ListenerInfo {
             mode: l.mode,
@@ -177,8 +185,8 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
     let (quit_accepting, accepting_stopped) = watch::channel(false);
     let shared = Arc::new(Shared {
         policy: RwLock::new(Arc::new(policy)),
-        detect: config.detect.clone(),
-        limits: config.limits.clone(),
+        detect: config.detect,
+        limits: config.limits,
         events,
         listeners: bound.iter().map(|(info, _)| info.addr).collect(),
         stop: stop_rx,
@@ -186,8 +194,17 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
         idle: Notify::new(),
     });
     for (info, tcp) in bound {
-        eprintln!("portcullis: listening on {} ({})", info.addr, info.mode.name());
-        tokio::spawn(accept_loop(Arc::clone(&shared), info, tcp, accepting_stopped.clone()));
+        eprintln!(
+            "portcullis: listening on {} ({})",
+            info.addr,
+            info.mode.name()
+        );
+        tokio::spawn(accept_loop(
+            Arc::clone(&shared),
+            info,
+            tcp,
+            accepting_stopped.clone(),
+        ));
     }
     {
         let policy = shared.policy();
@@ -213,7 +230,10 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
         config.limits.drain
     );
     let _ = quit_accepting.send(true);
-    if tokio::time::timeout(config.limits.drain, shared.wait_idle()).await.is_err() {
+    if tokio::time::timeout(config.limits.drain, shared.wait_idle())
+        .await
+        .is_err()
+    {
         let _ = stop_tx.send(true);
         // Let the remaining connections write their close events.
         let _ = tokio::time::timeout(Duration::from_secs(2), shared.wait_idle()).await;
@@ -235,7 +255,10 @@ fn reload(shared: &Shared, config: &config::Config) {
                 eprintln!("portcullis: listener changes need a restart; the old listeners stay");
             }
             let version = new.policy.version.clone();
-            *shared.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(new.policy);
+            *shared
+                .policy
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Arc::new(new.policy);
             eprintln!("portcullis: policy {version} reloaded");
             shared.events.emit(events::reload_event(&version, None));
         }
@@ -243,12 +266,19 @@ fn reload(shared: &Shared, config: &config::Config) {
             let message = problems.to_string();
             eprintln!("portcullis: reload failed; the old policy stays in force:\n{message}");
             let version = shared.policy().version.clone();
-            shared.events.emit(events::reload_event(&version, Some(&message)));
+            shared
+                .events
+                .emit(events::reload_event(&version, Some(&message)));
         }
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, info: ListenerInfo, tcp: TcpListener, mut quit: watch::Receiver<bool>) {
+async fn accept_loop(
+    shared: Arc<Shared>,
+    info: ListenerInfo,
+    tcp: TcpListener,
+    mut quit: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             () = relay::stopped(&mut quit) => return,

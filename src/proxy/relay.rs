@@ -42,7 +42,9 @@ impl Failure {
     fn new(peer: Peer, err: &io::Error) -> Failure {
         let reset = matches!(
             err.kind(),
-            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionAborted
         );
         Failure { peer, reset }
     }
@@ -182,13 +184,17 @@ mod tests {
     /// A connected loopback pair: (the end a peer holds, the end the gateway holds).
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let outside = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let outside = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
         let (inside, _) = listener.accept().await.unwrap();
         (outside, inside)
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
     }
 
     #[tokio::test]
@@ -197,7 +203,13 @@ mod tests {
         let (mut server, mut gw_upstream) = pair().await;
         let (_stop_tx, stop) = watch::channel(false);
         let gateway = tokio::spawn(async move {
-            relay(&mut gw_client, &mut gw_upstream, Duration::from_secs(30), stop).await
+            relay(
+                &mut gw_client,
+                &mut gw_upstream,
+                Duration::from_secs(30),
+                stop,
+            )
+            .await
         });
         let request = pattern(100_000, 1);
         let response = pattern(3_000_000, 7);
@@ -214,10 +226,16 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         assert!(got == expected_response, "response corrupted or truncated");
-        assert!(server_side.await.unwrap() == request, "request corrupted or truncated");
+        assert!(
+            server_side.await.unwrap() == request,
+            "request corrupted or truncated"
+        );
         let relayed = gateway.await.unwrap();
         assert_eq!(relayed.reason, CloseReason::Completed);
-        assert_eq!((relayed.client_bytes, relayed.server_bytes), (100_000, 3_000_000));
+        assert_eq!(
+            (relayed.client_bytes, relayed.server_bytes),
+            (100_000, 3_000_000)
+        );
     }
 
     #[tokio::test]
@@ -226,9 +244,17 @@ mod tests {
         let (server, mut gw_upstream) = pair().await;
         let (_stop_tx, stop) = watch::channel(false);
         let gateway = tokio::spawn(async move {
-            relay(&mut gw_client, &mut gw_upstream, Duration::from_secs(30), stop).await
+            relay(
+                &mut gw_client,
+                &mut gw_upstream,
+                Duration::from_secs(30),
+                stop,
+            )
+            .await
         });
-        SockRef::from(&server).set_linger(Some(Duration::ZERO)).unwrap();
+        SockRef::from(&server)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
         drop(server);
         let relayed = gateway.await.unwrap();
         assert_eq!(relayed.reason, CloseReason::UpstreamReset);
@@ -242,7 +268,13 @@ mod tests {
         let (_client, mut gw_client) = pair().await;
         let (_server, mut gw_upstream) = pair().await;
         let (_stop_tx, stop) = watch::channel(false);
-        let relayed = relay(&mut gw_client, &mut gw_upstream, Duration::from_millis(200), stop).await;
+        let relayed = relay(
+            &mut gw_client,
+            &mut gw_upstream,
+            Duration::from_millis(200),
+            stop,
+        )
+        .await;
         assert_eq!(relayed.reason, CloseReason::IdleTimeout);
     }
 
@@ -252,7 +284,13 @@ mod tests {
         let (_server, mut gw_upstream) = pair().await;
         let (stop_tx, stop) = watch::channel(false);
         let gateway = tokio::spawn(async move {
-            relay(&mut gw_client, &mut gw_upstream, Duration::from_secs(30), stop).await
+            relay(
+                &mut gw_client,
+                &mut gw_upstream,
+                Duration::from_secs(30),
+                stop,
+            )
+            .await
         });
         stop_tx.send(true).unwrap();
         assert_eq!(gateway.await.unwrap().reason, CloseReason::Shutdown);

@@ -12,7 +12,12 @@ const HTTP_ONLY: &str = "[[allow]]\nports = [8000]\nprotocols = [\"http\"]\n";
 
 /// A gateway forwarding `127.0.0.1:<free>` to `upstream`, whose policy names `port` in
 /// `rules` (the upstream's real port is rewritten to 8000 in the rules for readability).
-fn gateway(upstream: SocketAddr, on_unidentified: &str, rules: &str, extra: &str) -> (Gateway, SocketAddr) {
+fn gateway(
+    upstream: SocketAddr,
+    on_unidentified: &str,
+    rules: &str,
+    extra: &str,
+) -> (Gateway, SocketAddr) {
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let rules = rules.replace("8000", &upstream.port().to_string());
     let cfg = ConfigDir::new(
@@ -32,7 +37,8 @@ fn http_upstream() -> Upstream {
                 Ok(n) => got.extend_from_slice(&buf[..n]),
             }
         }
-        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+        let _ =
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
     })
 }
 
@@ -41,8 +47,15 @@ fn curl_http_is_allowed_and_tls_on_the_http_port_is_refused_before_upstream() {
     let up = http_upstream();
     let (gw, listen) = gateway(up.addr, "block", HTTP_ONLY, "");
     let url = format!("http://127.0.0.1:{}/index.html", listen.port());
-    let out = Command::new("curl").args(["-sS", "--max-time", "10", &url]).output().unwrap();
-    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"hello");
     let (decisions, closes) = gw.connections_after(2, 1);
     let d = &decisions[0];
@@ -63,7 +76,10 @@ fn curl_http_is_allowed_and_tls_on_the_http_port_is_refused_before_upstream() {
 
     // TLS (curl's real ClientHello) to the port that is allowed only for HTTP.
     let url = format!("https://127.0.0.1:{}/", listen.port());
-    let out = Command::new("curl").args(["-sS", "-k", "--max-time", "10", &url]).output().unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "-k", "--max-time", "10", &url])
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "curl over TLS must be refused");
     let (decisions, closes) = gw.connections_after(4, 1);
     let d = &decisions[0];
@@ -78,7 +94,11 @@ fn curl_http_is_allowed_and_tls_on_the_http_port_is_refused_before_upstream() {
     assert_eq!(d["portcullis"]["would_block"], true);
     assert_eq!(closes[0]["portcullis"]["close_reason"], "blocked");
     assert_eq!(closes[0]["destination"]["bytes"], 0);
-    assert_eq!(up.accepted(), 1, "a refused connection must never reach the upstream");
+    assert_eq!(
+        up.accepted(),
+        1,
+        "a refused connection must never reach the upstream"
+    );
 }
 
 #[test]
@@ -86,7 +106,9 @@ fn silent_client_gets_the_unidentified_verdict_at_the_deadline() {
     let up = http_upstream();
     let (gw, listen) = gateway(up.addr, "block", HTTP_ONLY, "[detect]\ntimeout_ms = 300\n");
     let mut client = TcpStream::connect(listen).unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = [0u8; 16];
     // Refused with a reset once the detection budget is spent.
     assert!(client.read(&mut buf).is_err() || client.read(&mut buf).unwrap_or(0) == 0);
@@ -105,7 +127,9 @@ fn silent_client_is_forwarded_when_the_segment_allows_unidentified_traffic() {
     });
     let (gw, listen) = gateway(up.addr, "allow", HTTP_ONLY, "[detect]\ntimeout_ms = 300\n");
     let mut client = TcpStream::connect(listen).unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut got = Vec::new();
     client.read_to_end(&mut got).unwrap();
     assert_eq!(got, b"banner from the server\r\n");
@@ -119,12 +143,20 @@ fn silent_client_is_forwarded_when_the_segment_allows_unidentified_traffic() {
 fn random_bytes_and_an_endless_request_line_are_named_and_refused() {
     let up = http_upstream();
     let (gw, listen) = gateway(up.addr, "block", HTTP_ONLY, "");
-    for (i, payload) in [noise(3000, 7), [b"GET /".as_slice(), &[b'a'; 40_000]].concat()].iter().enumerate() {
+    for (i, payload) in [
+        noise(3000, 7),
+        [b"GET /".as_slice(), &[b'a'; 40_000]].concat(),
+    ]
+    .iter()
+    .enumerate()
+    {
         let mut client = TcpStream::connect(listen).unwrap();
         let _ = client.write_all(payload);
         let _ = client.shutdown(Shutdown::Write);
         let mut sink = Vec::new();
-        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let _ = client.read_to_end(&mut sink);
         let (decisions, _) = gw.connections_after(2 + 2 * i, 1);
         let d = &decisions[0];
@@ -142,14 +174,26 @@ fn client_hello_larger_than_max_bytes_is_too_large() {
         return;
     }
     let up = http_upstream();
-    let (gw, listen) = gateway(up.addr, "block", "[[allow]]\nports = [8000]\nprotocols = [\"tls\"]\n", "");
+    let (gw, listen) = gateway(
+        up.addr,
+        "block",
+        "[[allow]]\nports = [8000]\nprotocols = [\"tls\"]\n",
+        "",
+    );
     // Python's OpenSSL with a 20 KiB ALPN list: a real ClientHello over two TLS records.
     let script = format!(
         "import socket, ssl\nctx = ssl.create_default_context()\nctx.check_hostname = False\nctx.verify_mode = ssl.CERT_NONE\nctx.set_alpn_protocols(['p%04d' % i + 'x' * 190 for i in range(100)])\ns = socket.create_connection(('127.0.0.1', {}), timeout=10)\ntry:\n    ctx.wrap_socket(s, server_hostname='big.example')\nexcept OSError:\n    pass\n",
         listen.port()
     );
-    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (decisions, _) = gw.connections_after(2, 1);
     assert_eq!(decisions[0]["portcullis"]["detection"], "too_large");
     assert_eq!(decisions[0]["event"]["reason"], "unidentified_protocol");
@@ -162,8 +206,12 @@ fn upstream_refusing_or_timing_out_closes_the_client_with_a_named_reason() {
     let closed: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let (gw, listen) = gateway(closed, "allow", HTTP_ONLY, "");
     let mut client = TcpStream::connect(listen).unwrap();
-    client.write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n").unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = [0u8; 64];
     assert!(matches!(client.read(&mut buf), Err(_) | Ok(0)));
     let (decisions, closes) = gw.connections_after(2, 1);
@@ -174,11 +222,24 @@ fn upstream_refusing_or_timing_out_closes_the_client_with_a_named_reason() {
     let full = TcpListener::bind("127.0.0.1:0").unwrap();
     let socket = socket2::Socket::from(full.try_clone().unwrap());
     socket.listen(0).unwrap();
-    let fillers: Vec<_> = (0..4).filter_map(|_| TcpStream::connect_timeout(&full.local_addr().unwrap(), Duration::from_millis(200)).ok()).collect();
-    let (gw, listen) = gateway(full.local_addr().unwrap(), "allow", HTTP_ONLY, "[limits]\nconnect_timeout_ms = 400\n");
+    let fillers: Vec<_> = (0..4)
+        .filter_map(|_| {
+            TcpStream::connect_timeout(&full.local_addr().unwrap(), Duration::from_millis(200)).ok()
+        })
+        .collect();
+    let (gw, listen) = gateway(
+        full.local_addr().unwrap(),
+        "allow",
+        HTTP_ONLY,
+        "[limits]\nconnect_timeout_ms = 400\n",
+    );
     let mut client = TcpStream::connect(listen).unwrap();
-    client.write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n").unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     assert!(matches!(client.read(&mut buf), Err(_) | Ok(0)));
     let (_, closes) = gw.connections_after(2, 1);
     assert_eq!(closes[0]["portcullis"]["close_reason"], "upstream_timeout");
@@ -196,7 +257,9 @@ fn half_closed_client_gets_the_whole_large_response_intact() {
     let (gw, listen) = gateway(up.addr, "allow", HTTP_ONLY, "");
     let upload = noise(8 << 20, 5);
     let mut client = TcpStream::connect(listen).unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let writer = {
         let mut client = client.try_clone().unwrap();
         let upload = upload.clone();
@@ -208,8 +271,15 @@ fn half_closed_client_gets_the_whole_large_response_intact() {
     let mut got = Vec::new();
     client.read_to_end(&mut got).unwrap();
     writer.join().unwrap();
-    assert_eq!(&got[..64], sha256_hex(&upload).as_bytes(), "upload corrupted");
-    assert!(got[64..] == noise(32 << 20, 99)[..], "download corrupted or truncated");
+    assert_eq!(
+        &got[..64],
+        sha256_hex(&upload).as_bytes(),
+        "upload corrupted"
+    );
+    assert!(
+        got[64..] == noise(32 << 20, 99)[..],
+        "download corrupted or truncated"
+    );
     let (_, closes) = gw.connections_after(2, 1);
     assert_eq!(closes[0]["portcullis"]["close_reason"], "completed");
     assert_eq!(closes[0]["source"]["bytes"], upload.len() as u64);
@@ -222,7 +292,10 @@ fn forwarding_to_the_gateway_itself_is_refused_as_self_destination() {
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let cfg = ConfigDir::new(
         &forward_config(listen, listen, ""),
-        &[("local.toml", &local_segment("allow", "[[allow]]\nports = [1]\nprotocols = [\"http\"]\n"))],
+        &[(
+            "local.toml",
+            &local_segment("allow", "[[allow]]\nports = [1]\nprotocols = [\"http\"]\n"),
+        )],
     );
     let gw = Gateway::start(cfg, listen);
     let events = gw.events();
@@ -234,7 +307,12 @@ fn forwarding_to_the_gateway_itself_is_refused_as_self_destination() {
 #[test]
 fn sigterm_lets_an_open_connection_finish_then_exits_zero() {
     let up = Upstream::answering(|request| request.to_vec());
-    let (mut gw, listen) = gateway(up.addr, "allow", HTTP_ONLY, "[detect]\nclient_first_ms = 100\ntimeout_ms = 200\n[limits]\ndrain_ms = 10000\n");
+    let (mut gw, listen) = gateway(
+        up.addr,
+        "allow",
+        HTTP_ONLY,
+        "[detect]\nclient_first_ms = 100\ntimeout_ms = 200\n[limits]\ndrain_ms = 10000\n",
+    );
     let mut client = TcpStream::connect(listen).unwrap();
     client.write_all(b"first part ").unwrap();
     gw.wait_events(3);
@@ -243,7 +321,9 @@ fn sigterm_lets_an_open_connection_finish_then_exits_zero() {
     client.write_all(b"second part").unwrap();
     client.shutdown(Shutdown::Write).unwrap();
     let mut got = Vec::new();
-    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     client.read_to_end(&mut got).unwrap();
     assert_eq!(got, b"first part second part");
     assert!(stopper.join().unwrap().success());
