@@ -3,9 +3,6 @@
 //! what the client saw and the events the gateway wrote. Run with
 //! `cargo test --test it e2e -- --nocapture` (root and nftables; skips elsewhere unless CI).
 
-// Test harness: a failed setup step or check is reported by panicking, as in #[test] code.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::Path;
 use std::process::Output;
 

@@ -6,9 +6,6 @@
 //! `cm` 10.77.3.2 fd77:3::2 ─┘  10.77.1.1 10.77.3.1 10.77.2.1 (+ fd77:N::1), forwarding on.
 //! Segment "block" is 10.77.1.0/24 + fd77:1::/64, segment "monitor" 10.77.3.0/24 + fd77:3::/64.
 
-// Test harness: a failed setup step or check is reported by panicking, as in #[test] code.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::fs;
 use std::path::PathBuf;
 use std::process::Child;

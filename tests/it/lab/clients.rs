@@ -1,9 +1,6 @@
 //! Client commands run in the lab's namespaces (bounded by `timeout`) and server-side
 //! evidence of what reached the servers (nft SYN counter, sshd log).
 
-// Test harness: failures are reported by panicking, as in #[test] code.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -1,8 +1,5 @@
 //! Reading the gateway's JSON-lines events and pairing each connection's decision and close.
 
-// Test harness: failures are reported by panicking, as in #[test] code.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::fs;
 use std::net::IpAddr;
 use std::path::PathBuf;

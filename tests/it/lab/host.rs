@@ -1,9 +1,6 @@
 //! Lab plumbing: finding tools, running setup commands, namespaces and their network,
 //! long-running processes in their own process groups, and removal of stale labs.
 
-// Test harness: failures are reported by panicking, as in #[test] code.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,5 @@
 //! The lab's servers (python web server, sshd) and the gateway (portcullis, nftables redirect).
 
-// Test harness: failures are reported by panicking, as in #[test] code.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
