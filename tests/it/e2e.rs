@@ -260,6 +260,39 @@ fn block_ssh_on_443_is_refused_before_reaching_sshd() {
 }
 
 #[test]
+fn block_plain_http_on_443_is_refused_protocol_not_allowed() {
+    let Some(lab) = Lab::start(Gateway::On) else {
+        return;
+    };
+    let out = lab.curl(CB, &["http://web.lab.test:443/"]);
+    assert!(!out.status.success(), "plain HTTP on 443 must fail");
+    let c = lab.connection(CB_V4, WEB_V4, 443);
+    assert_eq!(c.d("/event/action"), "blocked", "{:#}", c.decision);
+    assert_eq!(
+        c.d("/event/reason"),
+        "protocol_not_allowed",
+        "{:#}",
+        c.decision
+    );
+    assert_eq!(
+        c.d("/network/protocol"),
+        "http",
+        "identified from the bytes, not the port"
+    );
+    assert_eq!(c.d("/http/request/method"), "GET");
+    assert_eq!(
+        c.decision.pointer("/portcullis/expected_protocols"),
+        Some(&json!(["tls"]))
+    );
+    assert_t1571(&c);
+    assert_eq!(
+        c.close_u64("/destination/bytes"),
+        0,
+        "the server never spoke"
+    );
+}
+
+#[test]
 fn block_ssh_on_22_is_allowed_and_works() {
     let Some(lab) = Lab::start(Gateway::On) else {
         return;
