@@ -74,7 +74,10 @@ impl ListenerMode {
 
     /// Whether this build has the listener; `check` reports the others as problems.
     pub const fn is_supported(self) -> bool {
-        matches!(self, ListenerMode::Redirect | ListenerMode::Forward)
+        matches!(
+            self,
+            ListenerMode::Redirect | ListenerMode::Tproxy | ListenerMode::Forward
+        )
     }
 }
 

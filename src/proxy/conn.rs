@@ -34,6 +34,8 @@ pub async fn handle(
     let local = client.local_addr().unwrap_or(listener.addr);
     let destination = match listener.mode {
         ListenerMode::Forward => listener.upstream.unwrap_or(local),
+        // TPROXY leaves the destination untouched: it is the accepted socket's local address.
+        ListenerMode::Tproxy => local,
         // Not redirected (no conntrack NAT entry): the client dialled the listener itself.
         _ => orig_dst::original_dst(&client, local).unwrap_or(local),
     };
@@ -43,7 +45,7 @@ pub async fn handle(
         listener: listener.mode.name(),
     };
     // Held until the connection ends: it counts towards the connection limits.
-    let (admission, _slot) = shared.admit(peer, destination, local);
+    let (admission, _slot) = shared.admit(&listener, peer, destination, local);
     let policy = shared.policy();
 
     let (decision, inspection) = match policy.gate(peer.ip(), destination, admission) {

@@ -69,11 +69,12 @@ impl Shared {
     /// connection limits, then the source's rate.
     fn admit(
         &self,
+        listener: &ListenerInfo,
         peer: SocketAddr,
         destination: SocketAddr,
         local: SocketAddr,
     ) -> (Admission, Option<Slot>) {
-        if self.is_self(destination, local) {
+        if self.is_self(listener, destination, local) {
             return (Admission::SelfDestination, None);
         }
         match self.limiter.admit(peer.ip()) {
@@ -82,10 +83,11 @@ impl Shared {
         }
     }
 
-    /// True when forwarding would connect the gateway to one of its own listeners: the
-    /// connection was not redirected, or its destination is a listening address.
-    fn is_self(&self, destination: SocketAddr, local: SocketAddr) -> bool {
-        destination == local
+    /// True when forwarding would connect the gateway to one of its own listeners: a
+    /// redirect listener's connection that was not redirected (its destination is the
+    /// listener itself), or any destination that is a listening address.
+    fn is_self(&self, listener: &ListenerInfo, destination: SocketAddr, local: SocketAddr) -> bool {
+        (listener.mode == ListenerMode::Redirect && destination == local)
             || self.listeners.iter().any(|l| {
                 l.port() == destination.port()
                     && (l.ip() == destination.ip()
@@ -109,9 +111,11 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
     let Loaded { config, policy } = loaded;
     let mut bound = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
-        let tcp = listener::bind(l.listen).map_err(|source| ProxyError::Bind {
-            addr: l.listen,
-            source,
+        let tcp = listener::bind(l.listen, l.mode == ListenerMode::Tproxy).map_err(|source| {
+            ProxyError::Bind {
+                addr: l.listen,
+                source,
+            }
         })?;
         let addr = tcp.local_addr().unwrap_or(l.listen);
         let info = ListenerInfo {

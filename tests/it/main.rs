@@ -8,3 +8,4 @@ mod e2e;
 mod forward;
 mod lab;
 mod support;
+mod tproxy;
