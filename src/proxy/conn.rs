@@ -262,7 +262,7 @@ async fn forward(
     }
     let mut relayed = relay(
         client,
-        &mut upstream,
+        &upstream,
         shared.limits.idle_timeout,
         shared.stop.clone(),
     )

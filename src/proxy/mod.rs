@@ -10,6 +10,8 @@ mod limits;
 mod listener;
 mod orig_dst;
 mod relay;
+#[cfg(target_os = "linux")]
+mod splice;
 
 use std::io;
 use std::net::SocketAddr;
