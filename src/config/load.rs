@@ -159,7 +159,10 @@ fn read_policy_dir(
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            out.push(problem(format!("cannot read policy_dir {}: {e}", dir.display())));
+            out.push(problem(format!(
+                "cannot read policy_dir {}: {e}",
+                dir.display()
+            )));
             return Vec::new();
         }
     };
@@ -266,7 +269,10 @@ fn finish(
         if let (Some(config), Some(policy)) = (config, policy) {
             return Ok(Loaded { config, policy });
         }
-        out.push(whole_file(order.first().map_or("", String::as_str), "invalid configuration"));
+        out.push(whole_file(
+            order.first().map_or("", String::as_str),
+            "invalid configuration",
+        ));
     }
     let rank = |file: &str| order.iter().position(|f| f == file).unwrap_or(0);
     out.sort_by_key(|p| (rank(&p.file), p.line, p.col));

@@ -12,7 +12,9 @@ const FIXTURES: &str = "tests/fixtures/config";
 const EXPECTED_PROTOCOLS: &str = "expected one of tls, http, http2, ssh, smtp, ftp, pop3, imap, dns, rdp, smb, mysql, postgresql, redis, mqtt, socks4, socks5, bittorrent, openvpn, xmpp, irc, ldap, kerberos, telnet, vnc, rtsp, sip, mongodb, amqp, mssql, nntp, rtmp, git, rsync, memcached, nats, kafka, dcerpc, cassandra, unknown";
 
 fn fixture(dir: &str) -> Result<Loaded, Problems> {
-    load(Some(Path::new(&format!("{FIXTURES}/{dir}/portcullis.toml"))))
+    load(Some(Path::new(&format!(
+        "{FIXTURES}/{dir}/portcullis.toml"
+    ))))
 }
 
 /// Loads fixture `dir`, which must fail, and checks every problem line; `expected` lines
@@ -23,7 +25,10 @@ fn assert_problems(dir: &str, expected: &[&str]) {
         Err(p) => p,
     };
     let got: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
-    let want: Vec<String> = expected.iter().map(|l| format!("{FIXTURES}/{dir}/{l}")).collect();
+    let want: Vec<String> = expected
+        .iter()
+        .map(|l| format!("{FIXTURES}/{dir}/{l}"))
+        .collect();
     assert_eq!(got, want, "{dir}");
 }
 
@@ -31,7 +36,9 @@ fn assert_problems(dir: &str, expected: &[&str]) {
 fn bad_protocol_names_what_is_allowed() {
     assert_problems(
         "bad-protocol",
-        &[&format!("policy/ws.toml:7:21: unknown protocol \"sshh\"; {EXPECTED_PROTOCOLS}")],
+        &[&format!(
+            "policy/ws.toml:7:21: unknown protocol \"sshh\"; {EXPECTED_PROTOCOLS}"
+        )],
     );
 }
 
@@ -253,25 +260,40 @@ fn builtin_catalogue_covers_every_protocol_but_unknown() {
         if protocol == Protocol::Unknown {
             assert!(ports.is_none());
         } else {
-            assert!(ports.is_some_and(|s| !s.is_empty()), "{protocol} has no standard port");
+            assert!(
+                ports.is_some_and(|s| !s.is_empty()),
+                "{protocol} has no standard port"
+            );
         }
     }
     let tls = p.catalogue.ports(Protocol::Tls).unwrap();
-    for port in [443, 465, 563, 636, 853, 989, 990, 993, 995, 5061, 5671, 6697, 8883] {
+    for port in [
+        443, 465, 563, 636, 853, 989, 990, 993, 995, 5061, 5671, 6697, 8883,
+    ] {
         assert!(tls.contains(port), "tls {port}");
     }
-    assert_eq!(p.catalogue.ports(Protocol::Http).unwrap().to_string(), "80,8080");
+    assert_eq!(
+        p.catalogue.ports(Protocol::Http).unwrap().to_string(),
+        "80,8080"
+    );
     assert_eq!(p.catalogue.ports(Protocol::Ssh).unwrap().to_string(), "22");
 }
 
 #[test]
 fn shipped_policy_loads() {
     let loaded = fixture("shipped").unwrap();
-    let names: Vec<&str> = loaded.policy.segments.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> = loaded
+        .policy
+        .segments
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
     assert_eq!(names, ["servers", "workstations"]);
     assert_eq!(
         loaded.config.policy_dir,
-        Some(PathBuf::from(format!("{FIXTURES}/shipped/../../../../policy")))
+        Some(PathBuf::from(format!(
+            "{FIXTURES}/shipped/../../../../policy"
+        )))
     );
     // The shipped services.toml is the built-in catalogue: overriding with it changes nothing.
     let embedded = load_embedded().unwrap().policy;
@@ -282,18 +304,29 @@ fn shipped_policy_loads() {
 fn catalogue_override_replaces_only_the_protocols_it_names() {
     let loaded = fixture("override").unwrap();
     let p = &loaded.policy;
-    assert_eq!(p.catalogue.ports(Protocol::Ssh).unwrap().to_string(), "2222");
+    assert_eq!(
+        p.catalogue.ports(Protocol::Ssh).unwrap().to_string(),
+        "2222"
+    );
     assert!(p.catalogue.ports(Protocol::Tls).unwrap().contains(443));
     let src = "10.10.1.5".parse().unwrap();
     let decide = |dst: &str, protocol| {
-        let gate = p.gate(src, dst.parse().unwrap(), crate::policy::Admission::Admitted);
+        let gate = p.gate(
+            src,
+            dst.parse().unwrap(),
+            crate::policy::Admission::Admitted,
+        );
         let crate::policy::Gate::Inspect { segment } = gate else {
             panic!("not inspected: {gate:?}")
         };
-        p.decide_rules(segment, dst.parse().unwrap(), protocol, None).reason
+        p.decide_rules(segment, dst.parse().unwrap(), protocol, None)
+            .reason
     };
     assert_eq!(decide("203.0.113.7:2222", Protocol::Ssh), Reason::Allowed);
-    assert_eq!(decide("203.0.113.7:22", Protocol::Ssh), Reason::PortNotAllowed);
+    assert_eq!(
+        decide("203.0.113.7:22", Protocol::Ssh),
+        Reason::PortNotAllowed
+    );
     assert_eq!(decide("203.0.113.7:443", Protocol::Tls), Reason::Allowed);
 }
 
@@ -302,26 +335,41 @@ const SEGMENT: &str = "segment = \"a\"\nsources = [\"10.0.0.0/8\"]\nmode = \"blo
 
 #[test]
 fn version_depends_only_on_policy_content() {
-    let v = |files: &[(&str, &str)]| load_from_strs("c.toml", MINIMAL, files).unwrap().policy.version;
+    let v = |files: &[(&str, &str)]| {
+        load_from_strs("c.toml", MINIMAL, files)
+            .unwrap()
+            .policy
+            .version
+    };
     let a = v(&[("a.toml", SEGMENT)]);
     assert_eq!(a.len(), 64);
     assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
     // Same files: same version, whatever order they are given in.
     assert_eq!(a, v(&[("a.toml", SEGMENT)]));
-    let other = SEGMENT.replace("\"a\"", "\"b\"").replace("10.0.0.0/8", "192.168.0.0/16");
+    let other = SEGMENT
+        .replace("\"a\"", "\"b\"")
+        .replace("10.0.0.0/8", "192.168.0.0/16");
     let two = v(&[("a.toml", SEGMENT), ("b.toml", &other)]);
     let two_swapped = v(&[("b.toml", &other), ("a.toml", SEGMENT)]);
     assert_eq!(two, two_swapped);
     // A changed byte, a renamed file or a catalogue override: another version.
     assert_ne!(a, v(&[("a.toml", &SEGMENT.replace("443", "444"))]));
     assert_ne!(a, v(&[("b.toml", SEGMENT)]));
-    assert_ne!(a, v(&[("a.toml", SEGMENT), ("services.toml", "ssh = [2222]\n")]));
+    assert_ne!(
+        a,
+        v(&[("a.toml", SEGMENT), ("services.toml", "ssh = [2222]\n")])
+    );
 }
 
 #[test]
 fn relative_paths_resolve_against_the_config_directory() {
     let cfg = format!("{MINIMAL}\n[events]\nsink = \"file:events/portcullis.json\"\n");
-    let loaded = load_from_strs("/etc/portcullis/portcullis.toml", &cfg, &[("a.toml", SEGMENT)]).unwrap();
+    let loaded = load_from_strs(
+        "/etc/portcullis/portcullis.toml",
+        &cfg,
+        &[("a.toml", SEGMENT)],
+    )
+    .unwrap();
     assert_eq!(
         loaded.config.events.sink,
         Sink::File(PathBuf::from("/etc/portcullis/events/portcullis.json"))
@@ -331,9 +379,14 @@ fn relative_paths_resolve_against_the_config_directory() {
 #[test]
 fn forward_listener_with_upstream_and_custom_limits() {
     let cfg = "[[listener]]\nmode = \"forward\"\nlisten = \"127.0.0.1:15002\"\nupstream = \"127.0.0.1:8443\"\n\n[detect]\nclient_first_ms = 100\ntimeout_ms = 100\nmax_bytes = 1048576\n\n[limits]\ndrain_ms = 0\nrate_per_source = 5\n";
-    let c = load_from_strs("c.toml", cfg, &[("a.toml", SEGMENT)]).unwrap().config;
+    let c = load_from_strs("c.toml", cfg, &[("a.toml", SEGMENT)])
+        .unwrap()
+        .config;
     assert_eq!(c.listeners[0].mode.name(), "forward");
-    assert_eq!(c.listeners[0].upstream, Some("127.0.0.1:8443".parse().unwrap()));
+    assert_eq!(
+        c.listeners[0].upstream,
+        Some("127.0.0.1:8443".parse().unwrap())
+    );
     assert_eq!(c.detect.max_bytes, 1 << 20);
     assert_eq!(c.limits.drain, Duration::ZERO);
     assert_eq!(c.limits.rate_per_source, 5);
@@ -343,8 +396,12 @@ fn forward_listener_with_upstream_and_custom_limits() {
 #[test]
 fn config_and_policy_problems_are_reported_together() {
     let cfg = "[[listener]]\nmode = \"redirect\"\nlisten = \"127.0.0.1\"\n";
-    let err = load_from_strs("c.toml", cfg, &[("a.toml", "segment = \"a\"\nmode = \"block\"\n")])
-        .unwrap_err();
+    let err = load_from_strs(
+        "c.toml",
+        cfg,
+        &[("a.toml", "segment = \"a\"\nmode = \"block\"\n")],
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "c.toml:3:10: invalid listen address \"127.0.0.1\"; expected IP:PORT like \"0.0.0.0:15001\" or \"[::]:15001\"\n\
@@ -354,7 +411,9 @@ fn config_and_policy_problems_are_reported_together() {
 
 #[test]
 fn policy_serializes_readably() {
-    let p = load_from_strs("c.toml", MINIMAL, &[("a.toml", SEGMENT)]).unwrap().policy;
+    let p = load_from_strs("c.toml", MINIMAL, &[("a.toml", SEGMENT)])
+        .unwrap()
+        .policy;
     let json = serde_json::to_value(&p).unwrap();
     assert_eq!(json["segments"][0]["mode"], "block");
     assert_eq!(json["segments"][0]["sources"][0], "10.0.0.0/8");
