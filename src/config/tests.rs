@@ -70,12 +70,16 @@ fn toml_syntax_error_and_other_files_still_checked() {
 }
 
 #[test]
-fn unknown_fields_in_every_file() {
+fn every_unknown_field_and_wrong_type_in_every_file() {
+    let segment_fields = "expected one of `segment`, `sources`, `mode`, `on_unidentified`, `refuse`, `exempt_destinations`, `allow`";
     assert_problems(
         "unknown-field",
         &[
-            "policy/a.toml:2:1: unknown field `sorces`, expected one of `segment`, `sources`, `mode`, `on_unidentified`, `refuse`, `exempt_destinations`, `allow`",
-            "policy/b.toml:7:1: unknown field `protocol`, expected one of `ports`, `protocols`, `destinations`, `server_names`",
+            &format!("policy/a.toml:2:1: unknown field `sorces`, {segment_fields}"),
+            &format!("policy/b.toml:4:1: unknown field `exempt_destination`, {segment_fields}"),
+            "policy/b.toml:5:19: invalid type: integer `1`, expected a string",
+            "policy/b.toml:9:1: unknown field `protocol`, expected one of `ports`, `protocols`, `destinations`, `server_names`",
+            "policy/b.toml:10:16: invalid type: string \"api.example.com\", expected a sequence",
         ],
     );
 }
