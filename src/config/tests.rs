@@ -427,3 +427,32 @@ fn policy_serializes_readably() {
     assert_eq!(json["catalogue"]["ssh"][0], 22);
     assert_eq!(json["version"], p.version.as_str());
 }
+
+#[test]
+fn policy_dir_reads_only_toml_files_directly_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("rules");
+    std::fs::create_dir_all(policy.join("old")).unwrap();
+    let cfg = format!("policy_dir = \"rules\"\n{MINIMAL}");
+    std::fs::write(dir.path().join("portcullis.toml"), cfg).unwrap();
+    std::fs::write(policy.join("a.toml"), SEGMENT).unwrap();
+    std::fs::write(policy.join("README.md"), "not a segment").unwrap();
+    std::fs::write(policy.join("a.toml.bak"), "not = toml = at all").unwrap();
+    std::fs::write(policy.join("old").join("b.toml"), "broken [").unwrap();
+    let loaded = load(Some(&dir.path().join("portcullis.toml"))).unwrap();
+    assert_eq!(loaded.config.policy_dir, Some(policy.clone()));
+    assert_eq!(loaded.policy.segments.len(), 1);
+
+    // A directory with only a catalogue has no segment: that is a problem, at policy_dir.
+    std::fs::remove_file(policy.join("a.toml")).unwrap();
+    std::fs::write(policy.join("services.toml"), "ssh = [22]\n").unwrap();
+    let err = load(Some(&dir.path().join("portcullis.toml"))).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:1:14: no segment files (*.toml) in policy_dir {}",
+            dir.path().join("portcullis.toml").display(),
+            policy.display()
+        )
+    );
+}
