@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
+use super::parse::parse_all;
 use super::problem::{whole_file, Doc, Problem, Problems};
 use super::raw::{RawConfig, RawPolicyDirOnly, RawSegment, RawServices};
 use super::values::Check;
@@ -16,6 +17,7 @@ use crate::policy::{Catalogue, Policy};
 const DEFAULT_CONFIG: &str = include_str!("../default/portcullis.toml");
 /// The embedded default policy: one "application-default" segment.
 const DEFAULT_SEGMENT: &str = include_str!("../default/default.toml");
+/// The path `Config.path` names for the embedded default.
 pub const EMBEDDED: &str = "<embedded>";
 
 /// One policy file: its file name (for ordering and the version), how problems name it,
@@ -128,14 +130,13 @@ fn parse_config(
     base_dir: &Path,
     out: &mut Vec<Problem>,
 ) -> (Option<Config>, Option<Spanned<String>>) {
-    match toml::from_str::<RawConfig>(doc.text) {
-        Ok(raw) => {
+    match parse_all::<RawConfig>(doc, out) {
+        Some(raw) => {
             let dir = raw.policy_dir.clone();
             let mut c = Check { doc, out };
             (settings::validate(&mut c, &raw, path, base_dir), dir)
         }
-        Err(e) => {
-            out.push(doc.toml_error(&e));
+        None => {
             let dir = toml::from_str::<RawPolicyDirOnly>(doc.text)
                 .ok()
                 .and_then(|r| r.policy_dir);
@@ -214,12 +215,9 @@ fn parse_policy(files: &[PolicyFile], out: &mut Vec<Problem>) -> Option<Policy> 
             }
             continue;
         }
-        match toml::from_str::<RawSegment>(&file.text) {
-            Ok(raw) => {
-                let mut c = Check { doc: &doc, out };
-                parsed.extend(segment::validate(&mut c, &raw));
-            }
-            Err(e) => out.push(doc.toml_error(&e)),
+        if let Some(raw) = parse_all::<RawSegment>(&doc, out) {
+            let mut c = Check { doc: &doc, out };
+            parsed.extend(segment::validate(&mut c, &raw));
         }
     }
     segment::cross_check(&parsed, out);
@@ -232,13 +230,8 @@ fn parse_policy(files: &[PolicyFile], out: &mut Vec<Problem>) -> Option<Policy> 
 }
 
 fn parse_services(doc: &Doc, out: &mut Vec<Problem>) -> Option<Catalogue> {
-    match toml::from_str::<RawServices>(doc.text) {
-        Ok(raw) => services::validate(&mut Check { doc, out }, &raw),
-        Err(e) => {
-            out.push(doc.toml_error(&e));
-            None
-        }
-    }
+    let raw = parse_all::<RawServices>(doc, out)?;
+    services::validate(&mut Check { doc, out }, &raw)
 }
 
 /// sha256 (hex) over every policy file's name and content (in name order) and the

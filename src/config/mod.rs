@@ -8,6 +8,7 @@
 //! catalogue protocol by protocol.
 
 mod load;
+mod parse;
 mod problem;
 mod raw;
 mod segment;
