@@ -524,3 +524,40 @@ fn native_refusals_are_an_http_403_and_a_tls_alert() {
     );
     assert_eq!(up.accepted(), 0);
 }
+
+#[test]
+fn upstream_half_close_still_carries_the_clients_bytes_after_it() {
+    // The server speaks first, shuts its write side, and then reads what the client sends.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let up = Upstream::start(move |mut s| {
+        s.write_all(SSHD_BANNER).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let _ = tx.send(got);
+    });
+    let (gw, listen) = gateway(
+        up.addr,
+        "block",
+        "[[allow]]\nports = [8000]\nprotocols = [\"ssh\"]\n",
+        "[detect]\nclient_first_ms = 100\n",
+    );
+    let mut client = TcpStream::connect(listen).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).unwrap();
+    assert_eq!(got, SSHD_BANNER, "banner, then end of stream");
+    let upload = noise(4 << 20, 11);
+    client.write_all(&upload).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let received = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(
+        received == upload,
+        "client bytes after the server's half-close were lost"
+    );
+    let (_, closes) = gw.connections_after(2, 1);
+    assert_eq!(closes[0]["portcullis"]["close_reason"], "completed");
+    assert_eq!(closes[0]["source"]["bytes"], upload.len() as u64);
+}
