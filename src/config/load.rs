@@ -79,6 +79,29 @@ pub fn load_embedded() -> Result<Loaded, Problems> {
 /// Loads from strings, for tests and tools: the config text (problems name it
 /// `config_file`) and each policy file as (file name, text). A file named `services.toml`
 /// overrides the catalogue; every other one is a segment.
+///
+/// ```
+/// use portcullis::config::load_from_strs;
+/// use portcullis::policy::{Admission, Reason, Request};
+/// use portcullis::sniff::Protocol;
+///
+/// let config = "[[listener]]\nmode = \"redirect\"\nlisten = \"0.0.0.0:15001\"\n";
+/// let segment = "segment = \"ws\"\nsources = [\"10.10.0.0/16\"]\nmode = \"block\"\n\n\
+///                [[allow]]\nports = [443]\nprotocols = [\"tls\"]\n";
+/// let loaded = load_from_strs("portcullis.toml", config, &[("ws.toml", segment)]).unwrap();
+/// let decision = loaded.policy.decide(&Request {
+///     source: "10.10.1.5".parse().unwrap(),
+///     destination: "203.0.113.7:443".parse().unwrap(),
+///     protocol: Protocol::Ssh,
+///     server_name: None,
+///     admission: Admission::Admitted,
+/// });
+/// assert_eq!(decision.reason, Reason::ProtocolNotAllowed);
+/// assert_eq!(loaded.policy.rule(&decision).unwrap().id, "ws/allow[0]");
+///
+/// let broken = load_from_strs("portcullis.toml", config, &[("ws.toml", "segment = 1\n")]);
+/// assert!(broken.unwrap_err().to_string().starts_with("ws.toml:1:"));
+/// ```
 pub fn load_from_strs(
     config_file: &str,
     config: &str,
