@@ -108,9 +108,31 @@ fn target(sink: &SinkConfig) -> Target {
     }
 }
 
+/// Raises the open-file soft limit to the hard limit (as HAProxy does): every connection
+/// costs two descriptors, plus a pooled pipe while bytes are in flight. Returns the limit now
+/// in force.
+fn raise_fd_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Some(hard);
+    }
+    Some(soft)
+}
+
 /// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
 pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
     let Loaded { config, policy } = loaded;
+    if let Some(limit) = raise_fd_limit() {
+        let wanted = config.limits.max_connections as u64 * 2;
+        if limit < wanted {
+            eprintln!(
+                "portcullis: warning: {limit} file descriptors allowed, fewer than the {wanted} \
+                 that limits.max_connections = {} needs",
+                config.limits.max_connections
+            );
+        }
+    }
     let mut bound = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
         let tcp = listener::bind(l.listen, l.mode == ListenerMode::Tproxy).map_err(|source| {

@@ -137,18 +137,14 @@ impl Direction<'_> {
     /// never enter user space; otherwise copies through a buffer that exists only while
     /// data is flowing. An idle direction holds no buffer either way.
     async fn pump(&mut self) -> Result<(), Failure> {
-        // Take no pipe and no buffer before the first byte (or end of stream) arrives.
-        self.from
-            .readable()
-            .await
-            .map_err(|e| Failure::new(self.reader, &e))?;
         #[cfg(target_os = "linux")]
         {
-            if let Some(pipe) = splice::Pipe::new() {
-                return self.splice(&pipe).await;
-            }
+            self.splice().await
         }
-        self.copy().await
+        #[cfg(not(target_os = "linux"))]
+        {
+            self.copy().await
+        }
     }
 
     fn moved(&mut self, n: usize) {
@@ -201,49 +197,58 @@ impl Direction<'_> {
         Ok(())
     }
 
+    /// Moves bytes with splice(2); holds a pipe only while bytes are in flight. Falls back
+    /// to `copy` when no pipe can be had.
     #[cfg(target_os = "linux")]
-    async fn splice(&mut self, pipe: &splice::Pipe) -> Result<(), Failure> {
+    async fn splice(&mut self) -> Result<(), Failure> {
         loop {
-            // The pipe is empty here, so EAGAIN can only mean the socket has nothing.
-            let n = loop {
-                match self
+            self.from
+                .readable()
+                .await
+                .map_err(|e| Failure::new(self.reader, &e))?;
+            let Some(pipe) = splice::Pipe::take() else {
+                return self.copy().await;
+            };
+            // The pipe is empty whenever `fill` runs, so EAGAIN can only mean the socket has
+            // nothing: give the empty pipe back and wait.
+            loop {
+                let n = match self
                     .from
                     .try_io(Interest::READABLE, || pipe.fill(self.from, CHUNK))
                 {
-                    Ok(n) => break n,
+                    Ok(n) => n,
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                        self.from
-                            .readable()
-                            .await
-                            .map_err(|e| Failure::new(self.reader, &e))?;
+                        pipe.give_back();
+                        break;
                     }
                     Err(err) => return Err(Failure::new(self.reader, &err)),
+                };
+                if n == 0 {
+                    pipe.give_back();
+                    self.finish();
+                    return Ok(());
                 }
-            };
-            if n == 0 {
-                break;
-            }
-            // The pipe holds `n` bytes, so EAGAIN can only mean the socket is full.
-            let mut left = n;
-            while left > 0 {
-                match self
-                    .to
-                    .try_io(Interest::WRITABLE, || pipe.drain(self.to, left))
-                {
-                    Ok(m) => left -= m,
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                        self.to
-                            .writable()
-                            .await
-                            .map_err(|e| Failure::new(self.writer, &e))?;
+                // The pipe holds `n` bytes, so EAGAIN can only mean the socket is full.
+                let mut left = n;
+                while left > 0 {
+                    match self
+                        .to
+                        .try_io(Interest::WRITABLE, || pipe.drain(self.to, left))
+                    {
+                        Ok(m) => left -= m,
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                            self.to
+                                .writable()
+                                .await
+                                .map_err(|e| Failure::new(self.writer, &e))?;
+                        }
+                        // The pipe still holds bytes: it is dropped, not pooled.
+                        Err(err) => return Err(Failure::new(self.writer, &err)),
                     }
-                    Err(err) => return Err(Failure::new(self.writer, &err)),
                 }
+                self.moved(n);
             }
-            self.moved(n);
         }
-        self.finish();
-        Ok(())
     }
 }
 
