@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 use portcullis::config::{self, Loaded};
 use portcullis::events;
@@ -237,23 +237,11 @@ fn sniff_cmd(args: &SniffArgs) -> Result<(), Failure> {
             }
         }
     }
-    let mut obj = Map::new();
-    let mut pc = Map::new();
-    let (protocol, detection) = match &verdict {
-        Verdict::Match(sniffed) => {
-            obj.insert("side".into(), json!(sniffed.side.name()));
-            events::add_sniffed(&mut obj, &mut pc, sniffed);
-            (sniffed.protocol, "matched")
-        }
-        Verdict::NoMatch => (Protocol::Unknown, "no_match"),
-        Verdict::NeedMore => (Protocol::Unknown, "need_more"),
+    let (sniffed, detection) = match &verdict {
+        Verdict::Match(sniffed) => (Some(sniffed), "matched"),
+        Verdict::NoMatch => (None, "no_match"),
+        Verdict::NeedMore => (None, "need_more"),
     };
-    obj.insert("protocol".into(), json!(protocol.name()));
-    obj.insert("detection".into(), json!(detection));
-    obj.insert("destination".into(), json!({ "port": args.port }));
-    if !pc.is_empty() {
-        obj.insert("portcullis".into(), Value::Object(pc));
-    }
-    println!("{}", Value::Object(obj));
+    println!("{}", events::sniff_report(sniffed, detection, args.port));
     Ok(())
 }

@@ -1,0 +1,129 @@
+//! The event writer: a bounded queue and one thread that writes lines to stdout or a file,
+//! so emitting never blocks a connection; when the writer falls behind, events are dropped
+//! and counted.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Where events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Stdout,
+    File(PathBuf),
+}
+
+/// Queue depth between the data path and the writer thread.
+const QUEUE: usize = 65_536;
+
+/// The handle the data path emits through. Cheap to clone; never blocks.
+#[derive(Clone)]
+pub struct Sink {
+    tx: SyncSender<Msg>,
+    dropped: Arc<AtomicU64>,
+}
+
+enum Msg {
+    Line(String),
+    /// Write everything queued before this, then exit.
+    Finish,
+}
+
+/// Owns the writer thread; `finish` flushes every queued event and joins it.
+pub struct Writer {
+    handle: JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot open event file {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot start the event writer thread: {0}")]
+    Thread(io::Error),
+}
+
+impl Sink {
+    /// Opens the target and starts the writer thread.
+    pub fn start(target: &Target) -> Result<(Sink, Writer), SinkError> {
+        let out: Box<dyn Write + Send> = match target {
+            Target::Stdout => Box::new(io::stdout()),
+            Target::File(path) => Box::new(open_append(path)?),
+        };
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("portcullis-events".into())
+            .spawn(move || write_loop(rx, out))
+            .map_err(SinkError::Thread)?;
+        let sink = Sink {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        Ok((sink, Writer { handle }))
+    }
+
+    /// Queues one event line; drops (and counts) it when the writer is behind.
+    pub fn emit(&self, line: String) {
+        match self.tx.try_send(Msg::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Events dropped so far because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Writer {
+    /// Writes every event queued so far and stops the writer; later events are dropped.
+    pub fn finish(self, sink: &Sink) {
+        if sink.tx.send(Msg::Finish).is_ok() {
+            let _ = self.handle.join();
+        }
+    }
+}
+
+fn open_append(path: &PathBuf) -> Result<File, SinkError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| SinkError::Open {
+            path: path.clone(),
+            source,
+        })
+}
+
+/// Writes lines as they come, flushing whenever the queue runs empty, so events reach the
+/// file promptly without a syscall per event under load.
+fn write_loop(rx: Receiver<Msg>, out: Box<dyn Write + Send>) {
+    let mut out = BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(msg) = rx.recv() {
+        let mut next = Some(msg);
+        while let Some(msg) = next {
+            match msg {
+                Msg::Line(line) => {
+                    if let Err(err) = writeln!(out, "{line}") {
+                        eprintln!("portcullis: event write failed: {err}");
+                    }
+                }
+                Msg::Finish => {
+                    let _ = out.flush();
+                    return;
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Err(err) = out.flush() {
+            eprintln!("portcullis: event flush failed: {err}");
+        }
+    }
+    let _ = out.flush();
+}
