@@ -30,6 +30,8 @@ pub struct Sink {
 
 enum Msg {
     Line(String),
+    /// Close and reopen the event file (log rotation).
+    Reopen,
     /// Write everything queued before this, then exit.
     Finish,
 }
@@ -57,7 +59,10 @@ impl Sink {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let handle = std::thread::Builder::new()
             .name("portcullis-events".into())
-            .spawn(move || write_loop(rx, out))
+            .spawn({
+                let target = target.clone();
+                move || write_loop(rx, out, &target)
+            })
             .map_err(SinkError::Thread)?;
         let sink = Sink {
             tx,
@@ -74,6 +79,12 @@ impl Sink {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Asks the writer to reopen the event file: every event queued before goes to the old
+    /// file, every one after to the new. Blocks only while the queue is full.
+    pub fn reopen(&self) {
+        let _ = self.tx.send(Msg::Reopen);
     }
 
     /// Events dropped so far because the writer could not keep up.
@@ -109,7 +120,7 @@ const TICK: Duration = Duration::from_millis(5);
 
 /// Writes whatever is queued, flushes, and sleeps a tick when there was nothing, so events
 /// reach the file promptly without a syscall per event under load.
-fn write_loop(rx: Receiver<Msg>, out: Box<dyn Write + Send>) {
+fn write_loop(rx: Receiver<Msg>, out: Box<dyn Write + Send>, target: &Target) {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     loop {
         let mut wrote = false;
@@ -120,6 +131,15 @@ fn write_loop(rx: Receiver<Msg>, out: Box<dyn Write + Send>) {
                         eprintln!("portcullis: event write failed: {err}");
                     }
                     wrote = true;
+                }
+                Ok(Msg::Reopen) => {
+                    let _ = out.flush();
+                    if let Target::File(path) = target {
+                        match open_append(path) {
+                            Ok(file) => out = BufWriter::with_capacity(64 * 1024, Box::new(file)),
+                            Err(err) => eprintln!("portcullis: {err}; still writing the old file"),
+                        }
+                    }
                 }
                 Ok(Msg::Finish) | Err(TryRecvError::Disconnected) => {
                     let _ = out.flush();

@@ -1,6 +1,7 @@
 //! The gateway's data path: listeners, original destination, detection, decision, relay.
 //!
-//! `serve` binds every listener, then runs until SIGTERM/SIGINT; SIGHUP reloads the policy.
+//! `serve` binds every listener, then runs until SIGTERM/SIGINT; SIGHUP reloads the policy,
+//! SIGUSR1 reopens the event file.
 //! Each accepted connection is one task (`conn::handle`) that emits exactly one decision
 //! event and one close event.
 
@@ -8,6 +9,7 @@ mod conn;
 mod detect;
 mod limits;
 mod listener;
+mod notify;
 mod orig_dst;
 mod relay;
 #[cfg(target_os = "linux")]
@@ -120,6 +122,9 @@ fn raise_fd_limit() -> Option<u64> {
     Some(soft)
 }
 
+/// How often dropped events are reported in the log.
+const DROP_REPORT: Duration = Duration::from_secs(10);
+
 /// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
 pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
     let Loaded { config, policy } = loaded;
@@ -152,6 +157,7 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(ProxyError::Signal)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ProxyError::Signal)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(ProxyError::Signal)?;
+    let mut rotate = signal(SignalKind::user_defined1()).map_err(ProxyError::Signal)?;
     let (events, writer) = Sink::start(&target(&config.events.sink))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (quit_accepting, accepting_stopped) = watch::channel(false);
@@ -187,13 +193,34 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
         );
     }
 
+    if let Err(err) = notify::notify("READY=1") {
+        eprintln!("portcullis: cannot tell systemd we are ready: {err}");
+    }
+    let mut drops = tokio::time::interval(DROP_REPORT);
+    let mut dropped = 0;
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => reload(&shared, &config),
+            _ = rotate.recv() => {
+                let events = shared.events.clone();
+                let _ = tokio::task::spawn_blocking(move || events.reopen()).await;
+            }
+            _ = drops.tick() => {
+                let now = shared.events.dropped();
+                if now > dropped {
+                    eprintln!(
+                        "portcullis: {} event(s) dropped in the last {:?}: the event sink cannot keep up",
+                        now - dropped,
+                        DROP_REPORT
+                    );
+                    dropped = now;
+                }
+            }
         }
     }
+    let _ = notify::notify("STOPPING=1");
 
     eprintln!(
         "portcullis: stopping; draining {} connection(s) for up to {:?}",

@@ -7,5 +7,6 @@ mod cli;
 mod e2e;
 mod forward;
 mod lab;
+mod ops;
 mod support;
 mod tproxy;
