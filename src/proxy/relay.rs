@@ -147,6 +147,29 @@ impl Direction<'_> {
         }
     }
 
+    /// Runs `write(sent, left)`, a non-blocking write, until `n` bytes are sent, waiting for
+    /// the destination to become writable whenever it is full.
+    async fn send(
+        &self,
+        n: usize,
+        mut write: impl FnMut(usize, usize) -> io::Result<usize>,
+    ) -> Result<(), Failure> {
+        let mut sent = 0;
+        while sent < n {
+            match write(sent, n - sent) {
+                Ok(m) => sent += m,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    self.to
+                        .writable()
+                        .await
+                        .map_err(|e| Failure::new(self.writer, &e))?;
+                }
+                Err(err) => return Err(Failure::new(self.writer, &err)),
+            }
+        }
+        Ok(())
+    }
+
     fn moved(&mut self, n: usize) {
         self.bytes += n as u64;
         self.activity
@@ -178,19 +201,8 @@ impl Direction<'_> {
                 }
                 Err(err) => return Err(Failure::new(self.reader, &err)),
             };
-            let mut sent = 0;
-            while sent < n {
-                match self.to.try_write(&buf[sent..n]) {
-                    Ok(m) => sent += m,
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                        self.to
-                            .writable()
-                            .await
-                            .map_err(|e| Failure::new(self.writer, &e))?;
-                    }
-                    Err(err) => return Err(Failure::new(self.writer, &err)),
-                }
-            }
+            self.send(n, |sent, _| self.to.try_write(&buf[sent..n]))
+                .await?;
             self.moved(n);
         }
         self.finish();
@@ -228,24 +240,13 @@ impl Direction<'_> {
                     self.finish();
                     return Ok(());
                 }
-                // The pipe holds `n` bytes, so EAGAIN can only mean the socket is full.
-                let mut left = n;
-                while left > 0 {
-                    match self
-                        .to
+                // The pipe holds the bytes not yet sent, so EAGAIN can only mean the socket is
+                // full. On failure the pipe still holds bytes: it is dropped, not pooled.
+                self.send(n, |_, left| {
+                    self.to
                         .try_io(Interest::WRITABLE, || pipe.drain(self.to, left))
-                    {
-                        Ok(m) => left -= m,
-                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                            self.to
-                                .writable()
-                                .await
-                                .map_err(|e| Failure::new(self.writer, &e))?;
-                        }
-                        // The pipe still holds bytes: it is dropped, not pooled.
-                        Err(err) => return Err(Failure::new(self.writer, &err)),
-                    }
-                }
+                })
+                .await?;
                 self.moved(n);
             }
         }
