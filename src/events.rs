@@ -208,6 +208,12 @@ fn tls_version_name(version: u16) -> Option<&'static str> {
 
 impl DecisionEvent<'_> {
     pub fn to_json(&self) -> String {
+        self.to_value().to_string()
+    }
+
+    /// The event as a JSON object, for callers that add fields (replay adds
+    /// `portcullis.replay`).
+    pub fn to_value(&self) -> Value {
         let alert = self.would_block;
         let (types, outcome) = match self.action {
             Action::Blocked => (["connection", "denied"], "failure"),
@@ -265,7 +271,7 @@ impl DecisionEvent<'_> {
             pc.insert("side".into(), json!(sniffed.side.name()));
         }
         obj.insert("portcullis".into(), Value::Object(pc));
-        Value::Object(obj).to_string()
+        Value::Object(obj)
     }
 }
 

@@ -7,4 +7,5 @@ pub mod config;
 pub mod events;
 pub mod policy;
 pub mod proxy;
+pub mod replay;
 pub mod sniff;

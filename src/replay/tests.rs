@@ -1,0 +1,1 @@
+//! Replay tests against the recorded fixtures under tests/fixtures/pcap.
