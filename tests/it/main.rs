@@ -7,4 +7,5 @@ mod cli;
 mod e2e;
 mod forward;
 mod lab;
+mod replay;
 mod support;
