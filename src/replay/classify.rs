@@ -118,8 +118,8 @@ mod tests {
     fn turn(bytes: &[u8], first: Option<u64>, ended: Option<u64>) -> TurnView<'_> {
         TurnView {
             bytes,
-            first_byte: first.map(|ms| ms * MS),
-            ended: ended.map(|ms| ms * MS),
+            first_byte: first.map(Duration::from_millis),
+            ended: ended.map(Duration::from_millis),
         }
     }
 
