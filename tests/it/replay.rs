@@ -73,7 +73,11 @@ fn v(port: u64, ip: &str, proto: &str, reason: &str) -> (u64, String, String, St
 #[test]
 fn replay_judges_each_flow_of_a_loopback_capture_like_the_gateway() {
     let (out, events) = replay(&["lo-mixed.pcap"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         verdicts(&events),
         vec![
@@ -88,7 +92,10 @@ fn replay_judges_each_flow_of_a_loopback_capture_like_the_gateway() {
     );
     for e in &events {
         assert_eq!(s(e, "/portcullis/listener"), "replay", "{e:#}");
-        assert!(s(e, "/portcullis/replay/file").ends_with("lo-mixed.pcap"), "{e:#}");
+        assert!(
+            s(e, "/portcullis/replay/file").ends_with("lo-mixed.pcap"),
+            "{e:#}"
+        );
         assert!(s(e, "/@timestamp").starts_with("20"), "{e:#}");
         assert_eq!(s(e, "/network/name"), "loopback", "{e:#}");
     }
@@ -96,7 +103,11 @@ fn replay_judges_each_flow_of_a_loopback_capture_like_the_gateway() {
         .iter()
         .find(|e| s(e, "/event/reason") == "protocol_not_allowed")
         .unwrap();
-    assert_eq!(s(t1571, "/event/action"), "alerted", "monitor mode: {t1571:#}");
+    assert_eq!(
+        s(t1571, "/event/action"),
+        "alerted",
+        "monitor mode: {t1571:#}"
+    );
     assert_eq!(s(t1571, "/event/kind"), "alert");
     assert!(s(t1571, "/portcullis/ssh/banner").starts_with("SSH-2.0-OpenSSH"));
     assert!(t1571.get("threat").is_some());
@@ -108,7 +119,10 @@ fn replay_judges_each_flow_of_a_loopback_capture_like_the_gateway() {
 
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(summary.contains("replay: 7 flow(s)"), "{summary}");
-    assert!(summary.contains("block mode would refuse 1 flow(s)"), "{summary}");
+    assert!(
+        summary.contains("block mode would refuse 1 flow(s)"),
+        "{summary}"
+    );
     assert!(
         summary.contains("-> 127.0.0.1:443 ssh protocol_not_allowed"),
         "{summary}"
@@ -116,9 +130,13 @@ fn replay_judges_each_flow_of_a_loopback_capture_like_the_gateway() {
 }
 
 #[test]
-fn replay_reassembles_turns_through_loss_retransmission_and_reordering() {
+fn replay_reassembles_turns_through_loss_and_retransmission() {
     let (out, events) = replay(&["lo-loss.pcap"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         verdicts(&events),
         vec![
@@ -137,7 +155,11 @@ fn replay_reassembles_turns_through_loss_retransmission_and_reordering() {
 #[test]
 fn replay_reads_linux_cooked_captures_in_pcap_and_pcapng() {
     let (out, events) = replay(&["any-sll2.pcap", "any-sll.pcapng"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         verdicts(&events),
         vec![
@@ -150,12 +172,20 @@ fn replay_reads_linux_cooked_captures_in_pcap_and_pcapng() {
 
 #[test]
 fn replay_names_a_damaged_file_and_goes_on_with_the_rest() {
-    let (out, events) = replay(&["truncated.pcap", "no-such.pcap", "record.sh", "any-sll2.pcap"]);
+    let (out, events) = replay(&[
+        "truncated.pcap",
+        "no-such.pcap",
+        "record.sh",
+        "any-sll2.pcap",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("truncated.pcap: truncated"), "{stderr}");
     assert!(stderr.contains("no-such.pcap: cannot open"), "{stderr}");
-    assert!(stderr.contains("record.sh: not a pcap or pcapng file"), "{stderr}");
+    assert!(
+        stderr.contains("record.sh: not a pcap or pcapng file"),
+        "{stderr}"
+    );
     // The truncated file's first flow was complete before the damage; the one cut short
     // is not judged.
     let files: Vec<&str> = events
@@ -168,4 +198,98 @@ fn replay_names_a_damaged_file_and_goes_on_with_the_rest() {
     let (out, events) = replay(&["no-such.pcap", "record.sh"]);
     assert_eq!(out.status.code(), Some(1), "no file could be read");
     assert!(events.is_empty());
+}
+
+/// (protocol, reason, action) of each decision event, by (source, destination) endpoints.
+fn by_flow(events: &[Value]) -> std::collections::BTreeMap<String, (String, String, String)> {
+    events
+        .iter()
+        .filter(|e| s(e, "/event/action") != "closed")
+        .map(|e| {
+            let endpoint = |p: &str| {
+                format!(
+                    "{}:{}",
+                    s(e, &format!("/{p}/ip")),
+                    e.pointer(&format!("/{p}/port")).unwrap_or(&Value::Null)
+                )
+            };
+            (
+                format!("{} -> {}", endpoint("source"), endpoint("destination")),
+                (
+                    s(e, "/network/protocol").to_owned(),
+                    s(e, "/event/reason").to_owned(),
+                    s(e, "/event/action").to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn replay_of_the_gateways_own_capture_gives_the_live_verdicts() {
+    use crate::lab::{tool, Gateway, Lab, CB, CM};
+
+    if tool("tcpdump").is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have tcpdump for this test"
+        );
+        println!("SKIP: tcpdump is not installed");
+        return;
+    }
+    let Some(mut lab) = Lab::start(Gateway::On) else {
+        return;
+    };
+    let capture = lab.start_capture("gw.pcap");
+    let _ = lab.curl(CB, &["https://web.lab.test/"]);
+    let _ = lab.curl(
+        CB,
+        &[
+            "-g",
+            "https://[fd77:2::2]/",
+            "--resolve",
+            "web.lab.test:443:[fd77:2::2]",
+        ],
+    );
+    let _ = lab.curl(CB, &["http://web.lab.test:443/"]);
+    let _ = lab.curl(CB, &["https://web.lab.test:8443/"]);
+    let _ = lab.ssh(CB, 443, "true");
+    let _ = lab.curl(CM, &["http://web.lab.test/"]);
+    let _ = lab.curl(CM, &["https://web.lab.test:8443/"]);
+    let _ = lab.ssh(CM, 22, "true");
+    let _ = lab.ssh(CM, 443, "true");
+    lab.stop_capture();
+
+    // The lab's own readiness probes of the listener (from loopback) are not client traffic.
+    let mut live = by_flow(&lab.events());
+    live.retain(|flow, _| !flow.starts_with("127.0.0.1:") && !flow.starts_with("::1:"));
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["replay", "--config"])
+        .arg(lab.path("portcullis.toml"))
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let replayed = by_flow(&replayed);
+    eprintln!("live: {live:#?}\nreplayed: {replayed:#?}");
+    assert!(
+        live.len() >= 9,
+        "every client connection has a live decision: {live:#?}"
+    );
+    assert_eq!(replayed, live);
+    let reasons: Vec<&str> = live.values().map(|v| v.1.as_str()).collect();
+    for reason in ["allowed", "protocol_not_allowed", "port_not_allowed"] {
+        assert!(
+            reasons.contains(&reason),
+            "the lab run covers {reason}: {live:#?}"
+        );
+    }
 }
