@@ -34,10 +34,16 @@ fn every_frame_of_each_link_type_is_a_loopback_tcp_segment() {
         for (l, data, _) in &all {
             assert_eq!(*l, Some(link), "{name}");
             let seg = parse(link, data).unwrap_or_else(|| panic!("{name}: no TCP in {data:02x?}"));
-            assert!(seg.src.ip().is_loopback() && seg.dst.ip().is_loopback(), "{name}");
+            assert!(
+                seg.src.ip().is_loopback() && seg.dst.ip().is_loopback(),
+                "{name}"
+            );
         }
         let times: Vec<u128> = all.iter().map(|f| f.2).collect();
-        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{name}: capture order");
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "{name}: capture order"
+        );
         // Recorded in 2026 or later: the timestamps are decoded, not zero.
         assert!(times[0] > 1_767_225_600 * 1_000_000_000, "{name}");
     }
@@ -73,7 +79,10 @@ fn cut_frames_never_panic_and_give_no_segment_without_a_tcp_header() {
         }
         // SLL2 header, then the IP header, then 10 of the TCP header's 20 fixed bytes.
         let ip = if frame[20] >> 4 == 6 { 40 } else { 20 };
-        assert!(parse(link, &frame[..20 + ip + 10]).is_none(), "a TCP header cut short");
+        assert!(
+            parse(link, &frame[..20 + ip + 10]).is_none(),
+            "a TCP header cut short"
+        );
     }
 }
 
