@@ -8,6 +8,9 @@ use crate::config::Detect;
 use crate::events::Detection;
 use crate::sniff::{self, Side, Sniffed, Verdict};
 
+/// `sniff::sniff_client` or `sniff::sniff_server`.
+type Sniffer = fn(&[u8]) -> Verdict<Sniffed>;
+
 /// One direction's first turn as the capture shows it. Times are since the handshake.
 #[derive(Debug, Clone, Copy)]
 pub struct TurnView<'a> {
@@ -59,7 +62,7 @@ pub fn classify(seen: &Observed<'_>, detect: &Detect) -> Option<Classified> {
             detection: Detection::Timeout,
         });
     }
-    let (turn, sniffer): (_, fn(&[u8]) -> Verdict<Sniffed>) = match side {
+    let (turn, sniffer): (_, Sniffer) = match side {
         Side::Client => (&seen.client, sniff::sniff_client),
         Side::Server => (&seen.server, sniff::sniff_server),
     };
