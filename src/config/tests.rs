@@ -70,12 +70,16 @@ fn toml_syntax_error_and_other_files_still_checked() {
 }
 
 #[test]
-fn unknown_fields_in_every_file() {
+fn every_unknown_field_and_wrong_type_in_every_file() {
+    let segment_fields = "expected one of `segment`, `sources`, `mode`, `on_unidentified`, `refuse`, `exempt_destinations`, `allow`";
     assert_problems(
         "unknown-field",
         &[
-            "policy/a.toml:2:1: unknown field `sorces`, expected one of `segment`, `sources`, `mode`, `on_unidentified`, `refuse`, `exempt_destinations`, `allow`",
-            "policy/b.toml:7:1: unknown field `protocol`, expected one of `ports`, `protocols`, `destinations`, `server_names`",
+            &format!("policy/a.toml:2:1: unknown field `sorces`, {segment_fields}"),
+            &format!("policy/b.toml:4:1: unknown field `exempt_destination`, {segment_fields}"),
+            "policy/b.toml:5:19: invalid type: integer `1`, expected a string",
+            "policy/b.toml:9:1: unknown field `protocol`, expected one of `ports`, `protocols`, `destinations`, `server_names`",
+            "policy/b.toml:10:16: invalid type: string \"api.example.com\", expected a sequence",
         ],
     );
 }
@@ -135,7 +139,7 @@ fn every_config_problem_is_reported() {
             "portcullis.toml:10:10: listen address 127.0.0.1:15001 is already used by the listener on line 6",
             "portcullis.toml:13:8: a forward listener needs upstream = \"IP:PORT\"",
             "portcullis.toml:19:12: upstream is only for forward listeners, not \"redirect\"",
-            "portcullis.toml:22:8: listener mode \"tproxy\" is not supported by this build yet",
+            "portcullis.toml:22:8: listener mode \"socks5\" is not supported by this build yet",
             "portcullis.toml:26:8: unknown listener mode \"udp\"; expected one of redirect, tproxy, forward, http_proxy, socks5",
             "portcullis.toml:27:10: invalid listen address \"localhost:15005\"; expected IP:PORT like \"0.0.0.0:15001\" or \"[::]:15001\"",
             "portcullis.toml:30:19: detect.client_first_ms (6000) is larger than detect.timeout_ms (5000); the server's banner would never be read",
@@ -344,10 +348,13 @@ fn version_depends_only_on_policy_content() {
     let a = v(&[("a.toml", SEGMENT)]);
     assert_eq!(a.len(), 64);
     assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
-    // Same files, other config and order: same version.
+    // Same files: same version, whatever order they are given in.
     assert_eq!(a, v(&[("a.toml", SEGMENT)]));
-    let two = v(&[("a.toml", SEGMENT), ("s.toml", "ssh = [2222]\n")]);
-    let two_swapped = v(&[("s.toml", "ssh = [2222]\n"), ("a.toml", SEGMENT)]);
+    let other = SEGMENT
+        .replace("\"a\"", "\"b\"")
+        .replace("10.0.0.0/8", "192.168.0.0/16");
+    let two = v(&[("a.toml", SEGMENT), ("b.toml", &other)]);
+    let two_swapped = v(&[("b.toml", &other), ("a.toml", SEGMENT)]);
     assert_eq!(two, two_swapped);
     // A changed byte, a renamed file or a catalogue override: another version.
     assert_ne!(a, v(&[("a.toml", &SEGMENT.replace("443", "444"))]));
@@ -419,4 +426,33 @@ fn policy_serializes_readably() {
     assert_eq!(json["segments"][0]["rules"][0]["protocols"][0], "tls");
     assert_eq!(json["catalogue"]["ssh"][0], 22);
     assert_eq!(json["version"], p.version.as_str());
+}
+
+#[test]
+fn policy_dir_reads_only_toml_files_directly_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("rules");
+    std::fs::create_dir_all(policy.join("old")).unwrap();
+    let cfg = format!("policy_dir = \"rules\"\n{MINIMAL}");
+    std::fs::write(dir.path().join("portcullis.toml"), cfg).unwrap();
+    std::fs::write(policy.join("a.toml"), SEGMENT).unwrap();
+    std::fs::write(policy.join("README.md"), "not a segment").unwrap();
+    std::fs::write(policy.join("a.toml.bak"), "not = toml = at all").unwrap();
+    std::fs::write(policy.join("old").join("b.toml"), "broken [").unwrap();
+    let loaded = load(Some(&dir.path().join("portcullis.toml"))).unwrap();
+    assert_eq!(loaded.config.policy_dir, Some(policy.clone()));
+    assert_eq!(loaded.policy.segments.len(), 1);
+
+    // A directory with only a catalogue has no segment: that is a problem, at policy_dir.
+    std::fs::remove_file(policy.join("a.toml")).unwrap();
+    std::fs::write(policy.join("services.toml"), "ssh = [22]\n").unwrap();
+    let err = load(Some(&dir.path().join("portcullis.toml"))).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:1:14: no segment files (*.toml) in policy_dir {}",
+            dir.path().join("portcullis.toml").display(),
+            policy.display()
+        )
+    );
 }

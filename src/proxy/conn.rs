@@ -34,6 +34,8 @@ pub async fn handle(
     let local = client.local_addr().unwrap_or(listener.addr);
     let destination = match listener.mode {
         ListenerMode::Forward => listener.upstream.unwrap_or(local),
+        // TPROXY leaves the destination untouched: it is the accepted socket's local address.
+        ListenerMode::Tproxy => local,
         // Not redirected (no conntrack NAT entry): the client dialled the listener itself.
         _ => orig_dst::original_dst(&client, local).unwrap_or(local),
     };
@@ -43,7 +45,7 @@ pub async fn handle(
         listener: listener.mode.name(),
     };
     // Held until the connection ends: it counts towards the connection limits.
-    let (admission, _slot) = shared.admit(peer, destination, local);
+    let (admission, _slot) = shared.admit(&listener, peer, destination, local);
     let policy = shared.policy();
 
     let (decision, inspection) = match policy.gate(peer.ip(), destination, admission) {
@@ -81,37 +83,39 @@ pub async fn handle(
         .to_json(),
     );
 
-    let relayed = match inspection {
-        _ if !decision.action.forwards() => {
-            let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
-            refuse_connection(client, refuse, &decision, protocol).await;
-            let (client_bytes, server_bytes) = inspection.map_or((0, 0), |i| i.bytes_read());
-            Relayed {
-                client_bytes,
-                server_bytes,
-                reason: CloseReason::Blocked,
+    // Only the bytes to replay outlive the decision; they are freed once written.
+    let (replay, upstream) = match inspection {
+        None => (Vec::new(), Upstream::NotYet),
+        Some(Inspection { detected, upstream }) => (detected.buf, upstream),
+    };
+    let relayed = if !decision.action.forwards() {
+        let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
+        refuse_connection(client, refuse, &decision, protocol).await;
+        let read = replay.len() as u64;
+        let (client_bytes, server_bytes) = match upstream {
+            Upstream::Connected(_) => (0, read),
+            Upstream::NotYet | Upstream::Unreachable(_) => (read, 0),
+        };
+        Relayed {
+            client_bytes,
+            server_bytes,
+            reason: CloseReason::Blocked,
+        }
+    } else {
+        match upstream {
+            Upstream::NotYet => forward(&shared, &mut client, destination, replay).await,
+            Upstream::Connected(mut upstream) => {
+                server_first_forward(&shared, &mut client, &mut upstream, replay).await
+            }
+            Upstream::Unreachable(reason) => {
+                reset(&client);
+                Relayed {
+                    client_bytes: 0,
+                    server_bytes: 0,
+                    reason,
+                }
             }
         }
-        None => forward(&shared, &mut client, destination, &[]).await,
-        Some(Inspection {
-            upstream: Upstream::Unreachable(reason),
-            ..
-        }) => {
-            reset(&client);
-            Relayed {
-                client_bytes: 0,
-                server_bytes: 0,
-                reason,
-            }
-        }
-        Some(Inspection {
-            upstream: Upstream::Connected(mut upstream),
-            detected,
-        }) => server_first_forward(&shared, &mut client, &mut upstream, &detected.buf).await,
-        Some(Inspection {
-            upstream: Upstream::NotYet,
-            detected,
-        }) => forward(&shared, &mut client, destination, &detected.buf).await,
     };
     shared.events.emit(
         CloseEvent {
@@ -143,17 +147,6 @@ enum Upstream {
     Connected(TcpStream),
     /// Server-first, but the destination could not be reached.
     Unreachable(CloseReason),
-}
-
-impl Inspection {
-    /// (client bytes, server bytes) read during detection.
-    fn bytes_read(&self) -> (u64, u64) {
-        let n = self.detected.buf.len() as u64;
-        match self.upstream {
-            Upstream::Connected(_) => (0, n),
-            Upstream::NotYet | Upstream::Unreachable(_) => (n, 0),
-        }
-    }
 }
 
 /// Client first; if the client stays silent for `client_first_ms`, the server's banner.
@@ -213,24 +206,21 @@ async fn server_first_forward(
     shared: &Shared,
     client: &mut TcpStream,
     upstream: &mut TcpStream,
-    banner: &[u8],
+    banner: Vec<u8>,
 ) -> Relayed {
-    if !banner.is_empty() && client.write_all(banner).await.is_err() {
+    let read = banner.len() as u64;
+    if !banner.is_empty() && client.write_all(&banner).await.is_err() {
         reset(upstream);
         return Relayed {
             client_bytes: 0,
-            server_bytes: banner.len() as u64,
+            server_bytes: read,
             reason: CloseReason::ClientError,
         };
     }
-    let mut relayed = relay(
-        client,
-        upstream,
-        shared.limits.idle_timeout,
-        shared.stop.clone(),
-    )
-    .await;
-    relayed.server_bytes += banner.len() as u64;
+    drop(banner);
+    let idle = shared.limits.idle_timeout;
+    let mut relayed = relay(client, upstream, idle, shared.stop.clone()).await;
+    relayed.server_bytes += read;
     relayed
 }
 
@@ -239,10 +229,11 @@ async fn forward(
     shared: &Shared,
     client: &mut TcpStream,
     destination: SocketAddr,
-    replay: &[u8],
+    replay: Vec<u8>,
 ) -> Relayed {
+    let read = replay.len() as u64;
     let failed = |reason| Relayed {
-        client_bytes: replay.len() as u64,
+        client_bytes: read,
         server_bytes: 0,
         reason,
     };
@@ -254,18 +245,19 @@ async fn forward(
             return failed(reason);
         }
     };
-    if !replay.is_empty() && upstream.write_all(replay).await.is_err() {
+    if !replay.is_empty() && upstream.write_all(&replay).await.is_err() {
         reset(client);
         return failed(CloseReason::UpstreamError);
     }
+    drop(replay);
     let mut relayed = relay(
         client,
-        &mut upstream,
+        &upstream,
         shared.limits.idle_timeout,
         shared.stop.clone(),
     )
     .await;
-    relayed.client_bytes += replay.len() as u64;
+    relayed.client_bytes += read;
     relayed
 }
 

@@ -6,26 +6,30 @@
 
 mod conn;
 mod detect;
+mod limits;
 mod listener;
 mod orig_dst;
 mod relay;
+#[cfg(target_os = "linux")]
+mod splice;
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 pub use detect::{client_first_turn, Detected};
 
 use crate::config::{self, Detect, Limits, ListenerMode, Loaded, Sink as SinkConfig};
 use crate::events::{self, Sink, SinkError, Target};
 use crate::policy::{Admission, Policy};
+
+use limits::{Limiter, Slot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -54,36 +58,7 @@ pub struct Shared {
     listeners: Vec<SocketAddr>,
     /// Turns true when the drain period after SIGTERM runs out.
     stop: watch::Receiver<bool>,
-    counts: Mutex<Counts>,
-    idle: Notify,
-}
-
-#[derive(Default)]
-struct Counts {
-    total: usize,
-    per_source: HashMap<IpAddr, usize>,
-}
-
-/// A connection's place in the connection limits; released on drop.
-pub struct Slot {
-    shared: Arc<Shared>,
-    source: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut counts = self.shared.lock_counts();
-        counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_source.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_source.remove(&self.source);
-            }
-        }
-        if counts.total == 0 {
-            self.shared.idle.notify_waiters();
-        }
-    }
+    limiter: Arc<Limiter>,
 }
 
 impl Shared {
@@ -92,46 +67,29 @@ impl Shared {
         Arc::clone(&self.policy.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn lock_counts(&self) -> std::sync::MutexGuard<'_, Counts> {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn active(&self) -> usize {
-        self.lock_counts().total
-    }
-
-    /// The checks that come before the policy: self destination, then connection limits.
+    /// The checks that come before the policy, in DESIGN.md's order: self destination, then
+    /// connection limits, then the source's rate.
     fn admit(
-        self: &Arc<Self>,
+        &self,
+        listener: &ListenerInfo,
         peer: SocketAddr,
         destination: SocketAddr,
         local: SocketAddr,
     ) -> (Admission, Option<Slot>) {
-        if self.is_self(destination, local) {
+        if self.is_self(listener, destination, local) {
             return (Admission::SelfDestination, None);
         }
-        let source = peer.ip();
-        let mut counts = self.lock_counts();
-        let from_source = counts.per_source.get(&source).copied().unwrap_or(0);
-        if counts.total >= self.limits.max_connections
-            || from_source >= self.limits.max_connections_per_source
-        {
-            return (Admission::ConnectionLimit, None);
+        match self.limiter.admit(peer.ip()) {
+            Ok(slot) => (Admission::Admitted, Some(slot)),
+            Err(refusal) => (refusal, None),
         }
-        counts.total += 1;
-        *counts.per_source.entry(source).or_insert(0) += 1;
-        drop(counts);
-        let slot = Slot {
-            shared: Arc::clone(self),
-            source,
-        };
-        (Admission::Admitted, Some(slot))
     }
 
-    /// True when forwarding would connect the gateway to one of its own listeners: the
-    /// connection was not redirected, or its destination is a listening address.
-    fn is_self(&self, destination: SocketAddr, local: SocketAddr) -> bool {
-        destination == local
+    /// True when forwarding would connect the gateway to one of its own listeners: a
+    /// redirect listener's connection that was not redirected (its destination is the
+    /// listener itself), or any destination that is a listening address.
+    fn is_self(&self, listener: &ListenerInfo, destination: SocketAddr, local: SocketAddr) -> bool {
+        (listener.mode == ListenerMode::Redirect && destination == local)
             || self.listeners.iter().any(|l| {
                 l.port() == destination.port()
                     && (l.ip() == destination.ip()
@@ -140,16 +98,6 @@ impl Shared {
                                 || destination.ip().is_unspecified()
                                 || destination.ip() == local.ip())))
             })
-    }
-
-    async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.active() == 0 {
-                return;
-            }
-            notified.await;
-        }
     }
 }
 
@@ -160,14 +108,38 @@ fn target(sink: &SinkConfig) -> Target {
     }
 }
 
+/// Raises the open-file soft limit to the hard limit (as HAProxy does): every connection
+/// costs two descriptors, plus a pooled pipe while bytes are in flight. Returns the limit now
+/// in force.
+fn raise_fd_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Some(hard);
+    }
+    Some(soft)
+}
+
 /// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
 pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
     let Loaded { config, policy } = loaded;
+    if let Some(limit) = raise_fd_limit() {
+        let wanted = config.limits.max_connections as u64 * 2;
+        if limit < wanted {
+            eprintln!(
+                "portcullis: warning: {limit} file descriptors allowed, fewer than the {wanted} \
+                 that limits.max_connections = {} needs",
+                config.limits.max_connections
+            );
+        }
+    }
     let mut bound = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
-        let tcp = listener::bind(l.listen).map_err(|source| ProxyError::Bind {
-            addr: l.listen,
-            source,
+        let tcp = listener::bind(l.listen, l.mode == ListenerMode::Tproxy).map_err(|source| {
+            ProxyError::Bind {
+                addr: l.listen,
+                source,
+            }
         })?;
         let addr = tcp.local_addr().unwrap_or(l.listen);
         let info = ListenerInfo {
@@ -190,8 +162,7 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
         events,
         listeners: bound.iter().map(|(info, _)| info.addr).collect(),
         stop: stop_rx,
-        counts: Mutex::new(Counts::default()),
-        idle: Notify::new(),
+        limiter: Arc::new(Limiter::new(&config.limits)),
     });
     for (info, tcp) in bound {
         eprintln!(
@@ -226,17 +197,17 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
 
     eprintln!(
         "portcullis: stopping; draining {} connection(s) for up to {:?}",
-        shared.active(),
+        shared.limiter.active(),
         config.limits.drain
     );
     let _ = quit_accepting.send(true);
-    if tokio::time::timeout(config.limits.drain, shared.wait_idle())
+    if tokio::time::timeout(config.limits.drain, shared.limiter.wait_idle())
         .await
         .is_err()
     {
         let _ = stop_tx.send(true);
         // Let the remaining connections write their close events.
-        let _ = tokio::time::timeout(Duration::from_secs(2), shared.wait_idle()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), shared.limiter.wait_idle()).await;
     }
     writer.finish(&shared.events);
     Ok(())

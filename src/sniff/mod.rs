@@ -272,6 +272,18 @@ const CLIENT_SNIFFERS: [ClientSniffer; 4] = [
 ///
 /// `Match` as soon as one sniffer matches; `NoMatch` when every sniffer has said `NoMatch`;
 /// `NeedMore` while at least one still might match.
+///
+/// ```
+/// use portcullis::sniff::{sniff_client, Protocol, Verdict};
+///
+/// let request = b"GET /index.html HTTP/1.1\r\nHost: www.example.com\r\n\r\n";
+/// assert_eq!(sniff_client(&request[..20]), Verdict::NeedMore);
+/// let Verdict::Match(sniffed) = sniff_client(request) else { unreachable!() };
+/// assert_eq!(sniffed.protocol, Protocol::Http);
+/// assert_eq!(sniffed.server_name(), Some("www.example.com"));
+/// // The first byte of a TLS record is 0x16, of an SSH banner 'S': not these.
+/// assert_eq!(sniff_client(b"\x00\x01\x02"), Verdict::NoMatch);
+/// ```
 pub fn sniff_client(buf: &[u8]) -> Verdict<Sniffed> {
     let mut need_more = false;
     for sniffer in CLIENT_SNIFFERS {

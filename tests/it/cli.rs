@@ -189,7 +189,7 @@ fn sniff_reports_protocol_side_and_metadata() {
 }
 
 #[test]
-fn run_without_arguments_starts_on_the_embedded_default() {
+fn check_and_explain_without_a_config_use_the_embedded_default() {
     let dir = tempfile::tempdir().unwrap();
     let check = Command::new(BIN)
         .arg("check")
@@ -239,4 +239,42 @@ fn run_without_arguments_starts_on_the_embedded_default() {
             .unwrap(),
     );
     assert_eq!(explain["reason"], "allowed");
+}
+
+#[test]
+fn run_without_arguments_listens_on_15001_for_both_families_and_stops_on_sigterm() {
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready = |addr: &str| {
+        TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(100)).is_ok()
+    };
+    while !(ready("127.0.0.1:15001") && ready("[::1]:15001")) {
+        assert!(
+            Instant::now() < deadline,
+            "the embedded default never listened on 15001"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status}");
+    // Those probes dialled the listener itself: refused as self_destination, in monitor mode's
+    // stdout events.
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["event"]["reason"], "self_destination");
+    assert_eq!(first["network"]["name"], "default");
 }

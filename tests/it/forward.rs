@@ -447,3 +447,117 @@ fn sigterm_lets_an_open_connection_finish_then_exits_zero() {
     assert_eq!(got, b"first part second part");
     assert!(stopper.join().unwrap().success());
 }
+
+#[test]
+fn connection_and_rate_limits_refuse_with_their_reasons() {
+    let (up, _) = quiet_upstream();
+    let limits = "[limits]\nmax_connections = 100\nmax_connections_per_source = 2\nrate_per_source = 1\nrate_burst_per_source = 3\n";
+    let (gw, listen) = gateway(
+        up.addr,
+        "allow",
+        HTTP_ONLY,
+        &format!("[detect]\nclient_first_ms = 5000\n{limits}"),
+    );
+    // The readiness probe took one token; two connections stay open (silent clients).
+    let a = TcpStream::connect(listen).unwrap();
+    let b = TcpStream::connect(listen).unwrap();
+    let c = TcpStream::connect(listen).unwrap();
+    let (decisions, _) = gw.connections_after(2, 1);
+    assert_eq!(decisions[0]["event"]["reason"], "connection_limit");
+    assert_eq!(decisions[0]["event"]["action"], "blocked");
+    assert_eq!(decisions[0]["portcullis"]["detection"], "skipped");
+    drop((a, b, c));
+    // Wait until the two open connections have ended and released their slots.
+    gw.wait_events(2 + 2 * 3);
+    // Three tokens are spent and one comes back per second: of five quick connections, most
+    // are over the rate.
+    for _ in 0..5 {
+        drop(TcpStream::connect(listen).unwrap());
+    }
+    let events = gw.wait_events(2 + 2 * 3 + 2 * 5);
+    let rate_limited = events
+        .iter()
+        .filter(|e| e["event"]["reason"] == "rate_limited")
+        .count();
+    assert!(rate_limited >= 3, "{events:#?}");
+}
+
+#[test]
+fn native_refusals_are_an_http_403_and_a_tls_alert() {
+    let up = http_upstream();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let segment = format!(
+        "segment = \"local\"\nsources = [\"127.0.0.0/8\"]\nmode = \"block\"\nrefuse = \"native\"\n\n[[allow]]\nports = [{}]\nprotocols = [\"smtp\"]\n",
+        up.addr.port()
+    );
+    let cfg = ConfigDir::new(
+        &forward_config(listen, up.addr, ""),
+        &[("local.toml", &segment)],
+    );
+    let _gw = Gateway::start(cfg, listen);
+
+    let url = format!("http://127.0.0.1:{}/", listen.port());
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "10", &url])
+        .output()
+        .unwrap();
+    let response = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        response.starts_with("HTTP/1.1 403 Forbidden\r\n"),
+        "{response}"
+    );
+    assert!(
+        response.contains("X-Portcullis-Reason: protocol_not_allowed\r\n"),
+        "{response}"
+    );
+
+    let url = format!("https://127.0.0.1:{}/", listen.port());
+    let out = Command::new("curl")
+        .args(["-sS", "-k", "--max-time", "10", &url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("access denied"),
+        "curl should report the TLS alert: {err}"
+    );
+    assert_eq!(up.accepted(), 0);
+}
+
+#[test]
+fn upstream_half_close_still_carries_the_clients_bytes_after_it() {
+    // The server speaks first, shuts its write side, and then reads what the client sends.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let up = Upstream::start(move |mut s| {
+        s.write_all(SSHD_BANNER).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let _ = tx.send(got);
+    });
+    let (gw, listen) = gateway(
+        up.addr,
+        "block",
+        "[[allow]]\nports = [8000]\nprotocols = [\"ssh\"]\n",
+        "[detect]\nclient_first_ms = 100\n",
+    );
+    let mut client = TcpStream::connect(listen).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).unwrap();
+    assert_eq!(got, SSHD_BANNER, "banner, then end of stream");
+    let upload = noise(4 << 20, 11);
+    client.write_all(&upload).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let received = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(
+        received == upload,
+        "client bytes after the server's half-close were lost"
+    );
+    let (_, closes) = gw.connections_after(2, 1);
+    assert_eq!(closes[0]["portcullis"]["close_reason"], "completed");
+    assert_eq!(closes[0]["source"]["bytes"], upload.len() as u64);
+}

@@ -48,10 +48,12 @@ const EVENT_WAIT: Duration = Duration::from_secs(15);
 #[derive(Clone, Copy, Debug)]
 pub struct Ns(&'static str);
 
-/// Whether portcullis runs in `gw` behind the redirect rule, or `gw` only routes.
+/// Whether portcullis runs in `gw` (behind an nftables redirect, or TPROXY), or `gw` only
+/// routes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Gateway {
     On,
+    Tproxy,
     Off,
 }
 
@@ -109,8 +111,10 @@ impl Lab {
         };
         lab.build_network();
         lab.start_servers();
-        if gateway == Gateway::On {
-            lab.start_gateway();
+        match gateway {
+            Gateway::On => lab.start_gateway(false),
+            Gateway::Tproxy => lab.start_gateway(true),
+            Gateway::Off => {}
         }
         Some(lab)
     }

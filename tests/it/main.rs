@@ -9,3 +9,4 @@ mod forward;
 mod lab;
 mod replay;
 mod support;
+mod tproxy;

@@ -76,7 +76,9 @@ impl Lab {
         self.wait_tcp(SRV, SSH_V4, 443, "sshd");
     }
 
-    pub(super) fn start_gateway(&mut self) {
+    /// portcullis on port 15001 of `gw`, behind an nftables `redirect`, or with `tproxy`
+    /// behind TPROXY (nftables `tproxy` + a policy route delivering marked packets locally).
+    pub(super) fn start_gateway(&mut self, tproxy: bool) {
         let policy = self.path("policy");
         fs::create_dir_all(&policy).expect("mkdir policy");
         let rules = "[[allow]]\nports = [443]\nprotocols = [\"tls\"]\n\n\
@@ -92,19 +94,39 @@ impl Lab {
             );
             fs::write(policy.join(format!("{segment}.toml")), text).expect("write policy");
         }
+        let mode = if tproxy { "tproxy" } else { "redirect" };
         let config = format!(
-            "policy_dir = \"{}\"\n\n[[listener]]\nmode = \"redirect\"\nlisten = \"0.0.0.0:15001\"\n\n\
-             [[listener]]\nmode = \"redirect\"\nlisten = \"[::]:15001\"\n\n[detect]\ntimeout_ms = 2000\n\n\
+            "policy_dir = \"{}\"\n\n[[listener]]\nmode = \"{mode}\"\nlisten = \"0.0.0.0:15001\"\n\n\
+             [[listener]]\nmode = \"{mode}\"\nlisten = \"[::]:15001\"\n\n[detect]\ntimeout_ms = 2000\n\n\
              [events]\nsink = \"file:{}\"\n",
             policy.display(),
             self.events_path().display()
         );
         fs::write(self.path("portcullis.toml"), config).expect("write config");
-        self.nft(
-            GW,
-            "gw.nft",
-            "table inet pcllab {\n chain pre {\n  type nat hook prerouting priority dstnat; policy accept;\n  iifname { \"gw-b\", \"gw-m\" } meta l4proto tcp redirect to :15001\n }\n}\n",
-        );
+        if tproxy {
+            self.nft(
+                GW,
+                "gw.nft",
+                "table inet pcllab {\n chain pre {\n  type filter hook prerouting priority mangle; policy accept;\n  \
+                 iifname { \"gw-b\", \"gw-m\" } meta l4proto tcp socket transparent 1 meta mark set 1 accept\n  \
+                 iifname { \"gw-b\", \"gw-m\" } meta nfproto ipv4 meta l4proto tcp tproxy ip to :15001 meta mark set 1 accept\n  \
+                 iifname { \"gw-b\", \"gw-m\" } meta nfproto ipv6 meta l4proto tcp tproxy ip6 to :15001 meta mark set 1 accept\n }\n}\n",
+            );
+            for family in ["-4", "-6"] {
+                let any = if family == "-4" { "0.0.0.0/0" } else { "::/0" };
+                self.ip(GW, &format!("{family} rule add fwmark 1 lookup 100"));
+                self.ip(
+                    GW,
+                    &format!("{family} route add local {any} dev lo table 100"),
+                );
+            }
+        } else {
+            self.nft(
+                GW,
+                "gw.nft",
+                "table inet pcllab {\n chain pre {\n  type nat hook prerouting priority dstnat; policy accept;\n  iifname { \"gw-b\", \"gw-m\" } meta l4proto tcp redirect to :15001\n }\n}\n",
+            );
+        }
         // PORTCULLIS_BIN runs the lab against another build (e.g. an installed package).
         let bin = std::env::var_os("PORTCULLIS_BIN").map_or_else(
             || PathBuf::from(env!("CARGO_BIN_EXE_portcullis")),
