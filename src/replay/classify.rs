@@ -49,7 +49,8 @@ pub struct Classified {
 ///
 /// The client is silent when its first byte (or end of stream) comes later than
 /// `client_first` and the server spoke first, or when it never spoke at all; then the
-/// server's turn is sniffed, as the live gateway does after `client_first`. A turn is cut at
+/// server's turn is sniffed, as the live gateway does after `client_first`. A silent client
+/// on a port the segment refuses whatever is spoken is `timeout` at once, as live. A turn is cut at
 /// `max_bytes` and judged as the driver judges a read: `Match` -> `matched`, `NoMatch` ->
 /// `no_match`, `NeedMore` at the cap -> `too_large`, `NeedMore` and the stream ended ->
 /// `eof`, otherwise `timeout` (once the flow is complete).
@@ -90,8 +91,14 @@ fn side(seen: &Observed<'_>, detect: &Detect) -> Option<Side> {
         (a, b) => a.or(b),
     };
     let server = seen.server.first_byte;
+    let silent = client.map_or(seen.now > detect.client_first, |at| {
+        at > detect.client_first
+    });
     match client {
         Some(at) if at <= detect.client_first => Some(Side::Client),
+        // Live, silence alone decides here: the server is never contacted, so it never
+        // speaks first.
+        _ if silent && seen.blind_refusal => Some(Side::Server),
         // Late, and the server spoke before it: the gateway would have read the banner.
         Some(at) if server.is_some_and(|s| s < at) => Some(Side::Server),
         Some(_) => Some(Side::Client),
@@ -171,6 +178,26 @@ mod tests {
         assert_eq!(
             outcome(classify(&blind, &detect())),
             Some((Side::Server, None, Detection::Timeout))
+        );
+        // Live, a silent client on a blindly refused port never gets the server contacted:
+        // its late bytes or its close change nothing.
+        let late_close = Observed {
+            client: turn(b"", None, Some(2000)),
+            server: turn(b"", None, None),
+            ..blind
+        };
+        assert_eq!(
+            outcome(classify(&late_close, &detect())),
+            Some((Side::Server, None, Detection::Timeout))
+        );
+        let early = Observed {
+            client: turn(SSH_CLIENT, Some(10), None),
+            ..blind
+        };
+        assert_eq!(
+            outcome(classify(&early, &detect())).map(|o| o.1),
+            Some(Some(Protocol::Ssh)),
+            "a client that speaks in time is sniffed whatever the port"
         );
     }
 

@@ -200,34 +200,43 @@ fn replay_names_a_damaged_file_and_goes_on_with_the_rest() {
     assert!(events.is_empty());
 }
 
-/// (protocol, reason, action) of each decision event, by (source, destination) endpoints.
-fn by_flow(events: &[Value]) -> std::collections::BTreeMap<String, (String, String, String)> {
-    events
+/// (source ip -> destination, protocol, reason, action, detection and side) of each decision
+/// event, sorted.
+///
+/// The source port is left out: when a client reuses a source port towards another
+/// destination, the redirect's conntrack entry can clash with the previous one and NAT picks a
+/// new source port, which is what the live gateway then sees and reports; the capture shows
+/// the port the client really used.
+fn by_flow(events: &[Value]) -> Vec<(String, String, String, String, String)> {
+    let mut flows: Vec<_> = events
         .iter()
         .filter(|e| s(e, "/event/action") != "closed")
         .map(|e| {
-            let endpoint = |p: &str| {
-                format!(
-                    "{}:{}",
-                    s(e, &format!("/{p}/ip")),
-                    e.pointer(&format!("/{p}/port")).unwrap_or(&Value::Null)
-                )
-            };
             (
-                format!("{} -> {}", endpoint("source"), endpoint("destination")),
-                (
-                    s(e, "/network/protocol").to_owned(),
-                    s(e, "/event/reason").to_owned(),
-                    s(e, "/event/action").to_owned(),
+                format!(
+                    "{} -> {}:{}",
+                    s(e, "/source/ip"),
+                    s(e, "/destination/ip"),
+                    e.pointer("/destination/port").unwrap_or(&Value::Null)
+                ),
+                s(e, "/network/protocol").to_owned(),
+                s(e, "/event/reason").to_owned(),
+                s(e, "/event/action").to_owned(),
+                format!(
+                    "{}/{}",
+                    s(e, "/portcullis/detection"),
+                    s(e, "/portcullis/side")
                 ),
             )
         })
-        .collect()
+        .collect();
+    flows.sort();
+    flows
 }
 
 #[test]
 fn replay_of_the_gateways_own_capture_gives_the_live_verdicts() {
-    use crate::lab::{tool, Gateway, Lab, CB, CM};
+    use crate::lab::{tool, Gateway, Lab, CB, CM, SSH_V4};
 
     if tool("tcpdump").is_none() {
         assert!(
@@ -258,11 +267,17 @@ fn replay_of_the_gateways_own_capture_gives_the_live_verdicts() {
     let _ = lab.curl(CM, &["https://web.lab.test:8443/"]);
     let _ = lab.ssh(CM, 22, "true");
     let _ = lab.ssh(CM, 443, "true");
+    // Silent clients: the gateway reads sshd's banner after client_first_ms (server-first),
+    // and never contacts a port the segment refuses whatever is spoken (2222).
+    for (ns, port) in [(CB, 22), (CM, 443), (CB, 2222)] {
+        let script = format!("exec 3<>/dev/tcp/{SSH_V4}/{port} && timeout 1 head -c 100 <&3");
+        let _ = lab.run(ns, &["bash", "-c", &script]);
+    }
     lab.stop_capture();
 
     // The lab's own readiness probes of the listener (from loopback) are not client traffic.
     let mut live = by_flow(&lab.events());
-    live.retain(|flow, _| !flow.starts_with("127.0.0.1:") && !flow.starts_with("::1:"));
+    live.retain(|flow| !flow.0.starts_with("127.0.0.1 ") && !flow.0.starts_with("::1 "));
     let out = std::process::Command::new(crate::support::BIN)
         .args(["replay", "--config"])
         .arg(lab.path("portcullis.toml"))
@@ -285,7 +300,12 @@ fn replay_of_the_gateways_own_capture_gives_the_live_verdicts() {
         "every client connection has a live decision: {live:#?}"
     );
     assert_eq!(replayed, live);
-    let reasons: Vec<&str> = live.values().map(|v| v.1.as_str()).collect();
+    let reasons: Vec<&str> = live.iter().map(|v| v.2.as_str()).collect();
+    let server_first = live.iter().filter(|f| f.4 == "matched/server").count();
+    assert_eq!(
+        server_first, 2,
+        "the silent clients got sshd's banner sniffed: {live:#?}"
+    );
     for reason in ["allowed", "protocol_not_allowed", "port_not_allowed"] {
         assert!(
             reasons.contains(&reason),

@@ -20,6 +20,9 @@ impl Lab {
             "-Z",
             "root",
             "-U",
+            // Deliver each packet at once: without it the last packets can still sit in the
+            // kernel's ring buffer when SIGINT stops tcpdump.
+            "--immediate-mode",
             "-n",
             "-i",
             "any",
