@@ -48,9 +48,9 @@ pub struct Classified {
 /// The detection outcome, or `None` while later packets could still change it.
 ///
 /// The client is silent when its first byte (or end of stream) comes later than
-/// `client_first` and the server spoke first, or when it never spoke at all; then the
-/// server's turn is sniffed, as the live gateway does after `client_first`. A silent client
-/// on a port the segment refuses whatever is spoken is `timeout` at once, as live. A turn is cut at
+/// `client_first` after the handshake, or never; then the server's turn is sniffed, as the
+/// live gateway does after `client_first` (a late client is not read at all). A silent
+/// client on a port the segment refuses whatever is spoken is `timeout` at once, as live. A turn is cut at
 /// `max_bytes` and judged as the driver judges a read: `Match` -> `matched`, `NoMatch` ->
 /// `no_match`, `NeedMore` at the cap -> `too_large`, `NeedMore` and the stream ended ->
 /// `eof`, otherwise `timeout` (once the flow is complete).
@@ -84,26 +84,20 @@ pub fn classify(seen: &Observed<'_>, detect: &Detect) -> Option<Classified> {
 }
 
 /// Whose first turn the live gateway would have read, or `None` while undecided.
+///
+/// Live, silence alone decides: a client with nothing to read for `client_first` is left
+/// unread while the server's banner is read, whether or not the server ever speaks and
+/// whatever the client sends later.
 fn side(seen: &Observed<'_>, detect: &Detect) -> Option<Side> {
     // The live driver's first read returns at the first byte or at end of stream.
     let client = match (seen.client.first_byte, seen.client.ended) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let server = seen.server.first_byte;
-    let silent = client.map_or(seen.now > detect.client_first, |at| {
-        at > detect.client_first
-    });
     match client {
         Some(at) if at <= detect.client_first => Some(Side::Client),
-        // Live, silence alone decides here: the server is never contacted, so it never
-        // speaks first.
-        _ if silent && seen.blind_refusal => Some(Side::Server),
-        // Late, and the server spoke before it: the gateway would have read the banner.
-        Some(at) if server.is_some_and(|s| s < at) => Some(Side::Server),
-        Some(_) => Some(Side::Client),
-        None if server.is_some() && seen.now > detect.client_first => Some(Side::Server),
-        None if seen.complete => Some(Side::Server),
+        Some(_) => Some(Side::Server),
+        None if seen.now > detect.client_first || seen.complete => Some(Side::Server),
         None => None,
     }
 }
@@ -202,15 +196,25 @@ mod tests {
     }
 
     #[test]
-    fn a_late_client_with_a_quiet_server_still_decides() {
-        let s = seen(
+    fn a_late_client_is_not_read_as_live() {
+        // The gateway stopped waiting for the client at client_first and read the server,
+        // which said nothing: the client's late hello never counts.
+        let quiet = seen(
             turn(SSH_CLIENT, Some(900), None),
             turn(b"", None, None),
             false,
         );
+        assert!(
+            classify(&quiet, &detect()).is_none(),
+            "the server may still speak"
+        );
+        let done = Observed {
+            complete: true,
+            ..quiet
+        };
         assert_eq!(
-            outcome(classify(&s, &detect())),
-            Some((Side::Client, Some(Protocol::Ssh), Detection::Matched))
+            outcome(classify(&done, &detect())),
+            Some((Side::Server, None, Detection::Timeout))
         );
     }
 
