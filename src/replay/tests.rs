@@ -126,3 +126,66 @@ fn a_truncated_file_delivers_its_whole_frames_then_says_so() {
     let err = frames(&b""[..], |_| {}).unwrap_err();
     assert!(matches!(err, CaptureError::NotACapture), "{err}");
 }
+
+mod flow_table {
+    use super::*;
+    use crate::config::{load_from_strs, Loaded};
+    use crate::replay::flows::{Flows, Judged};
+    use crate::sniff::Protocol;
+
+    const CONFIG: &str = "policy_dir = \"policy\"\n\n[[listener]]\nmode = \"redirect\"\nlisten = \"127.0.0.1:15001\"\n";
+    const SEGMENT: &str = "segment = \"loopback\"\nsources = [\"127.0.0.0/8\", \"::1/128\"]\nmode = \"block\"\non_unidentified = \"block\"\n\n[[allow]]\nports = [8443]\nprotocols = [\"tls\"]\n\n[[allow]]\nports = [8080]\nprotocols = [\"http\"]\n\n[[allow]]\nports = [2222]\nprotocols = [\"ssh\"]\n";
+
+    fn loaded() -> Loaded {
+        load_from_strs("c.toml", CONFIG, &[("lo.toml", SEGMENT)]).unwrap()
+    }
+
+    /// Replays the frames of lo-mixed.pcap that `keep` keeps; (client, server, protocol) sorted.
+    fn judge(
+        keep: impl Fn(&super::super::packet::Segment<'_>) -> bool,
+    ) -> Vec<(SocketAddr, SocketAddr, Protocol)> {
+        let l = loaded();
+        let mut flows = Flows::new(&l.policy, l.config.detect, "lo-mixed.pcap");
+        let mut out: Vec<Judged> = Vec::new();
+        let mut emit = |j: Judged| out.push(j);
+        for (link, frame, at) in read(LO_MIXED) {
+            let seg = parse(link.unwrap(), &frame).unwrap();
+            if keep(&seg) {
+                let at = std::time::Duration::from_nanos(at as u64);
+                flows.segment(at, &seg, &mut emit);
+            }
+        }
+        flows.finish(&mut emit);
+        assert_eq!(flows.open_flows(), 0);
+        let mut v: Vec<_> = out
+            .iter()
+            .map(|j| (j.client, j.server, j.protocol))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_client_is_found_without_the_syn_and_even_without_the_handshake() {
+        let all = judge(|_| true);
+        assert_eq!(all.len(), 7);
+        assert!(
+            all.iter().all(|(c, s, _)| s.port() < c.port()),
+            "servers listen on low ports: {all:?}"
+        );
+        // Capture started after the SYN: the SYN-ACK's receiver is the client.
+        let no_syn = judge(|s| !(s.flags.syn && !s.flags.ack));
+        assert_eq!(no_syn, all);
+        // Capture started after the handshake: the first packet's sender. Every client here
+        // speaks first, so the flows and their protocols are the same.
+        let mid = judge(|s| !s.flags.syn);
+        assert_eq!(mid, all);
+    }
+
+    #[test]
+    fn one_flow_per_connection_and_late_packets_start_none() {
+        // Bare ACKs and FINs of flows never seen start nothing: without any packet carrying
+        // a payload or a SYN there is no flow at all.
+        assert!(judge(|s| s.payload.is_empty() && !s.flags.syn).is_empty());
+    }
+}
