@@ -14,13 +14,17 @@
 //! - [`proxy`]: the data path: listeners (redirect, TPROXY, forward), original destination,
 //!   admission limits, the detection driver (client first, else the server's banner), native
 //!   refusals, and the splice(2) relay. The only module that runs tokio, and the only one
-//!   that emits events.
+//!   that emits live events.
 //! - [`events`]: the ECS event schema and the writer thread that keeps the data path from
 //!   ever blocking on the sink.
+//! - [`replay`]: `portcullis replay`: pcap/pcapng captures -> TCP flows -> each direction's
+//!   first turn reassembled -> the same sniffers and `decide()` as the live path -> the same
+//!   decision events, plus a summary.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod events;
 pub mod policy;
 pub mod proxy;
+pub mod replay;
 pub mod sniff;

@@ -35,6 +35,9 @@ enum Command {
     Explain(ExplainArgs),
     /// Print what the sniffers see in a connection's first bytes, as JSON.
     Sniff(SniffArgs),
+    /// One decision event per TCP flow in pcap/pcapng captures, as if the gateway had seen
+    /// them; a summary on stderr.
+    Replay(ReplayArgs),
 }
 
 #[derive(Args)]
@@ -81,6 +84,15 @@ struct SniffArgs {
     server_file: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct ReplayArgs {
+    /// pcap or pcapng files.
+    #[arg(value_name = "CAPTURE", required = true)]
+    captures: Vec<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
 fn parse_protocol(name: &str) -> Result<Protocol, String> {
     Protocol::from_name(name).ok_or_else(|| {
         let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
@@ -111,6 +123,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(args.config.as_deref()),
         Command::Explain(args) => explain(&args),
         Command::Sniff(args) => sniff_cmd(&args),
+        Command::Replay(args) => replay(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -243,5 +256,52 @@ fn sniff_cmd(args: &SniffArgs) -> Result<(), Failure> {
         Verdict::NeedMore => (None, "need_more"),
     };
     println!("{}", events::sniff_report(sniffed, detection, args.port));
+    Ok(())
+}
+
+/// Replays every capture; a file that cannot be read is reported and skipped. Exit 1 only
+/// when no file could be read at all.
+fn replay(args: &ReplayArgs) -> Result<(), Failure> {
+    use portcullis::replay::{replay_file, ReplayError, Summary};
+    use std::io::Write;
+
+    let Loaded { config, policy } = load(args.config.config.as_deref())?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut summary = Summary::default();
+    let mut read = 0usize;
+    for path in &args.captures {
+        match replay_file(path, &policy, config.detect, &mut out, &mut summary) {
+            Ok(stats) => {
+                read += 1;
+                eprintln!(
+                    "{}: {} frame(s), {} TCP segment(s), {} flow(s)",
+                    path.display(),
+                    stats.frames,
+                    stats.tcp,
+                    stats.flows
+                );
+            }
+            Err(err @ ReplayError::Write(_)) => {
+                return Err(Failure::Runtime(err.into()));
+            }
+            Err(err @ ReplayError::Capture { frames, .. }) => {
+                // The flows before the damage were judged: the file was partly read.
+                read += usize::from(frames > 0);
+                eprintln!("portcullis: error: {err}");
+            }
+            Err(err) => eprintln!("portcullis: error: {err}"),
+        }
+    }
+    out.flush()
+        .context("cannot write events")
+        .map_err(Failure::Runtime)?;
+    eprint!("{summary}");
+    if read == 0 {
+        return Err(Failure::Invalid(anyhow::anyhow!(
+            "no capture could be read ({} given)",
+            args.captures.len()
+        )));
+    }
     Ok(())
 }

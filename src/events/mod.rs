@@ -109,6 +109,8 @@ pub struct DecisionEvent<'a> {
     pub detection: Detection,
     pub expected_protocols: &'a [Protocol],
     pub would_block: bool,
+    /// `portcullis replay`: the capture file the flow came from.
+    pub capture: Option<&'a str>,
 }
 
 /// Everything a close event says.
@@ -175,6 +177,13 @@ struct DecisionDetails<'a> {
     listener: &'static str,
     #[serde(flatten)]
     details: Details<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replay: Option<Capture<'a>>,
+}
+
+#[derive(Serialize)]
+struct Capture<'a> {
+    file: &'a str,
 }
 
 impl DecisionEvent<'_> {
@@ -217,6 +226,7 @@ impl DecisionEvent<'_> {
                 detection: self.detection.name(),
                 listener: self.flow.listener,
                 details,
+                replay: self.capture.map(|file| Capture { file }),
             },
         })
     }

@@ -60,6 +60,14 @@ impl Policy {
         Gate::Inspect { segment: index }
     }
 
+    /// Whether the segment refuses whatever is spoken to `destination`: its port is named
+    /// by no rule and the segment does not forward such traffic. A silent client on such a
+    /// port never gets the destination contacted for its banner (live and replay alike).
+    pub fn refuses_port_blind(&self, segment: usize, destination: SocketAddr) -> bool {
+        let blind = self.decide_rules(segment, destination, Protocol::Unknown, None);
+        blind.reason == Reason::PortNotAllowed && !blind.action.forwards()
+    }
+
     /// The segment's rules on port, protocol, destination and server name (see the
     /// module documentation of `crate::policy` and DESIGN.md for the order).
     ///

@@ -79,6 +79,7 @@ pub async fn handle(
             detection: detected.map_or(Detection::Skipped, |d| d.stop),
             expected_protocols: &decision.expected_protocols,
             would_block: decision.would_block(),
+            capture: None,
         }
         .to_json(),
     );
@@ -173,8 +174,7 @@ async fn inspect(
         },
         ClientTurn::Silent => {
             // A port refused whatever is spoken on it: never contact the destination.
-            let blind = policy.decide_rules(segment, destination, Protocol::Unknown, None);
-            if blind.reason == Reason::PortNotAllowed && !blind.action.forwards() {
+            if policy.refuses_port_blind(segment, destination) {
                 return Inspection {
                     detected: silent,
                     upstream: Upstream::NotYet,

@@ -8,5 +8,6 @@ mod e2e;
 mod forward;
 mod lab;
 mod ops;
+mod replay;
 mod support;
 mod tproxy;
