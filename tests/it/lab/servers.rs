@@ -83,7 +83,9 @@ impl Lab {
         fs::create_dir_all(&policy).expect("mkdir policy");
         let rules = "[[allow]]\nports = [443]\nprotocols = [\"tls\"]\n\n\
                      [[allow]]\nports = [80]\nprotocols = [\"http\"]\n\n\
-                     [[allow]]\nports = [22]\nprotocols = [\"ssh\"]\n";
+                     [[allow]]\nports = [22]\nprotocols = [\"ssh\"]\n\n\
+                     [[allow]]\nports = [25]\nprotocols = [\"smtp\"]\n\n\
+                     [[allow]]\nports = [21]\nprotocols = [\"ftp\"]\n";
         for (segment, v4, v6) in [
             ("block", "10.77.1.0/24", "fd77:1::/64"),
             ("monitor", "10.77.3.0/24", "fd77:3::/64"),
