@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout, Instant};
 
+use super::agree::{server_answer, Answer};
 use super::detect::{client_first_turn, server_first_turn, ClientTurn, Detected};
 use super::relay::{relay, Relayed};
 use super::{orig_dst, ListenerInfo, Shared};
@@ -60,9 +61,36 @@ pub async fn handle(
             (decision, Some(inspection))
         }
     };
+    let mut inspection = inspection;
+    let mut decision = decision;
+    // Client-first and forwarded: dial now, and let the server's first turn confirm it.
+    let mut dialled = None;
+    if let Some(Inspection {
+        detected,
+        upstream: Upstream::NotYet,
+    }) = inspection.as_mut()
+    {
+        if decision.action.forwards() {
+            let replay = std::mem::take(&mut detected.buf);
+            let d = dial_and_listen(&shared, &client, destination, replay).await;
+            if let Some(server) = d.answer.sniffed.as_ref() {
+                let client_protocol = detected
+                    .sniffed
+                    .as_ref()
+                    .map_or(Protocol::Unknown, |s| s.protocol);
+                decision =
+                    policy.reconcile(&decision, client_protocol, destination, server.protocol);
+            }
+            dialled = Some(d);
+        }
+    }
     let detected = inspection.as_ref().map(|i| &i.detected);
     let sniffed = detected.and_then(|d| d.sniffed.as_ref());
     let protocol = sniffed.map_or(Protocol::Unknown, |s| s.protocol);
+    let server_protocol = dialled
+        .as_ref()
+        .and_then(|d| d.answer.sniffed.as_ref())
+        .map(|s| s.protocol);
     let segment = policy.segment(&decision);
     shared.events.emit(
         DecisionEvent {
@@ -79,6 +107,7 @@ pub async fn handle(
             detection: detected.map_or(Detection::Skipped, |d| d.stop),
             expected_protocols: &decision.expected_protocols,
             would_block: decision.would_block(),
+            server_protocol,
             capture: None,
         }
         .to_json(),
@@ -89,7 +118,10 @@ pub async fn handle(
         None => (Vec::new(), Upstream::NotYet),
         Some(Inspection { detected, upstream }) => (detected.buf, upstream),
     };
-    let relayed = if !decision.action.forwards() {
+    let relayed = if let Some(d) = dialled {
+        let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
+        finish_dialled(&shared, client, d, &decision, refuse, protocol).await
+    } else if !decision.action.forwards() {
         let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
         refuse_connection(client, refuse, &decision, protocol).await;
         let read = replay.len() as u64;
@@ -232,24 +264,18 @@ async fn forward(
     replay: Vec<u8>,
 ) -> Relayed {
     let read = replay.len() as u64;
-    let failed = |reason| Relayed {
-        client_bytes: read,
-        server_bytes: 0,
-        reason,
-    };
-    let mut upstream = match connect(destination, shared.limits.connect_timeout).await {
+    let upstream = match dial(shared, destination, replay).await {
         Ok(upstream) => upstream,
         Err(reason) => {
             // What the client would have seen without the gateway: a reset.
             reset(client);
-            return failed(reason);
+            return Relayed {
+                client_bytes: read,
+                server_bytes: 0,
+                reason,
+            };
         }
     };
-    if !replay.is_empty() && upstream.write_all(&replay).await.is_err() {
-        reset(client);
-        return failed(CloseReason::UpstreamError);
-    }
-    drop(replay);
     let mut relayed = relay(
         client,
         &upstream,
@@ -258,6 +284,104 @@ async fn forward(
     )
     .await;
     relayed.client_bytes += read;
+    relayed
+}
+
+/// Connects upstream and replays the bytes detection read (freed once written).
+async fn dial(
+    shared: &Shared,
+    destination: SocketAddr,
+    replay: Vec<u8>,
+) -> Result<TcpStream, CloseReason> {
+    let mut upstream = connect(destination, shared.limits.connect_timeout).await?;
+    if !replay.is_empty() && upstream.write_all(&replay).await.is_err() {
+        return Err(CloseReason::UpstreamError);
+    }
+    Ok(upstream)
+}
+
+/// A client-first connection dialled after its verdict, with the server's first turn.
+struct Dialled {
+    upstream: Result<TcpStream, CloseReason>,
+    /// Client bytes read by detection and replayed upstream.
+    replayed: u64,
+    answer: Answer,
+}
+
+/// Dials, replays the client's first turn, and waits up to `client_first_ms` for the
+/// server's first turn (`agree::server_answer`), relaying the client meanwhile.
+async fn dial_and_listen(
+    shared: &Shared,
+    client: &TcpStream,
+    destination: SocketAddr,
+    replay: Vec<u8>,
+) -> Dialled {
+    let replayed = replay.len() as u64;
+    let upstream = dial(shared, destination, replay).await;
+    let answer = match &upstream {
+        Ok(up) => server_answer(client, up, Instant::now() + shared.detect.client_first).await,
+        Err(_) => Answer::default(),
+    };
+    Dialled {
+        upstream,
+        replayed,
+        answer,
+    }
+}
+
+/// Acts on a verdict taken after dialling: relay, or refuse with both sides closed (the
+/// client never sees a byte of the server's).
+async fn finish_dialled(
+    shared: &Shared,
+    client: TcpStream,
+    dialled: Dialled,
+    decision: &Decision,
+    refuse: Refuse,
+    protocol: Protocol,
+) -> Relayed {
+    let Dialled {
+        upstream,
+        replayed,
+        answer,
+    } = dialled;
+    let mut done = Relayed {
+        client_bytes: replayed + answer.client_bytes,
+        server_bytes: 0,
+        reason: CloseReason::Completed,
+    };
+    let upstream = match upstream {
+        Ok(upstream) => upstream,
+        Err(reason) => {
+            reset(&client);
+            done.reason = reason;
+            return done;
+        }
+    };
+    if answer.client_failed || answer.upstream_failed {
+        let (failed, other) = if answer.client_failed {
+            (CloseReason::ClientError, &upstream)
+        } else {
+            (CloseReason::UpstreamError, &client)
+        };
+        reset(other);
+        done.reason = failed;
+        return done;
+    }
+    if !decision.action.forwards() {
+        reset(&upstream);
+        drop(upstream);
+        refuse_connection(client, refuse, decision, protocol).await;
+        done.reason = CloseReason::Blocked;
+        return done;
+    }
+    let mut relayed = relay(
+        &client,
+        &upstream,
+        shared.limits.idle_timeout,
+        shared.stop.clone(),
+    )
+    .await;
+    relayed.client_bytes += done.client_bytes;
     relayed
 }
 

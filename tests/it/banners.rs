@@ -6,7 +6,7 @@
 
 use std::process::Output;
 
-use crate::lab::{Conn, Gateway, Lab, CB, CB_V4, CM, CM_V4, FTP_FILE, FTP_V4, SMTP_V4};
+use crate::lab::{Conn, Gateway, Lab, CB, CB_V4, CM, CM_V4, FTP_FILE, FTP_V4, SMTP_V4, SSH_V4};
 
 /// curl sends a mail over SMTP to SMTP_V4:`port`; `-v` shows every server reply on stderr.
 fn send_mail(lab: &Lab, ns: crate::lab::Ns, port: u16, subject: &str) -> Output {
@@ -121,4 +121,47 @@ fn smtp_and_ftp_pass_on_their_ports_and_never_show_a_banner_on_a_tls_port() {
     let c = lab.connection(CM_V4, SMTP_V4, 443);
     assert_server_decided(&c, "smtp", "alerted", "protocol_not_allowed");
     assert_eq!(c.d("/event/kind"), "alert");
+}
+
+/// Both sides must agree: curl's HTTP request to port 80 (allowed for HTTP) answered by sshd
+/// is a mismatch: refused in block mode before curl sees the SSH banner, alerted in monitor
+/// mode (curl then receives the banner and gives up on it).
+#[test]
+fn an_http_client_answered_by_an_ssh_server_is_a_mismatch_not_an_allow() {
+    let Some(lab) = Lab::start(Gateway::On) else {
+        return;
+    };
+    let url = format!("http://{SSH_V4}/");
+    let out = lab.run(CB, &["curl", "-sS", "--max-time", "20", "--http0.9", &url]);
+    assert!(!out.status.success(), "block: curl must fail");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("SSH-2.0"),
+        "block: the banner never reaches the client"
+    );
+    let c = lab.connection(CB_V4, SSH_V4, 80);
+    let e = &c.decision;
+    assert_eq!(c.d("/network/protocol"), "http", "{e:#}");
+    assert_eq!(c.d("/portcullis/server_protocol"), "ssh", "{e:#}");
+    assert_eq!(c.d("/event/action"), "blocked", "{e:#}");
+    assert_eq!(c.d("/event/reason"), "protocol_not_allowed", "{e:#}");
+    assert_eq!(c.d("/rule/id"), "block/allow[1]", "{e:#}");
+    assert_eq!(c.d("/event/kind"), "alert", "{e:#}");
+
+    let out = lab.run(CM, &["curl", "-sS", "--max-time", "20", "--http0.9", &url]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("SSH-2.0-OpenSSH"),
+        "monitor: forwarded, so curl sees the banner: {:?}",
+        out
+    );
+    let c = lab.connection(CM_V4, SSH_V4, 80);
+    assert_eq!(c.d("/event/action"), "alerted", "{:#}", c.decision);
+    assert_eq!(c.d("/portcullis/server_protocol"), "ssh");
+    assert_eq!(c.d("/event/reason"), "protocol_not_allowed");
+
+    // An HTTP client answered by an HTTP server: both agree, nothing named on the server side.
+    let page = lab.curl(CB, &["http://web.lab.test/"]);
+    assert!(page.status.success());
+    let c = lab.connection(CB_V4, crate::lab::WEB_V4, 80);
+    assert_eq!(c.d("/event/action"), "allowed");
+    assert!(c.decision.pointer("/portcullis/server_protocol").is_none());
 }
