@@ -1,6 +1,8 @@
 //! Sniffer tests over bytes recorded from real programs (tests/fixtures/sniff/README.md).
 
+mod catalogue;
 mod cross;
+mod fixtures;
 mod http;
 mod ssh;
 mod tls;
