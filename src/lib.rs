@@ -1,10 +1,30 @@
 //! portcullis: an inline egress gateway that identifies each TCP connection's protocol from
 //! its first bytes and enforces, per network segment, which protocols may leave on which
 //! ports (MITRE ATT&CK T1571, mitigations M1030 and M1031).
+//!
+//! # Layout
+//!
+//! - [`sniff`]: protocol identification, pure functions over `&[u8]` answering
+//!   `NeedMore | Match | NoMatch` (TLS ClientHello with SNI/ALPN/JA4, HTTP/1.x, the HTTP/2
+//!   preface, SSH banners). No I/O, no tokio.
+//! - [`policy`]: segments, rules, port sets, the service catalogue and `decide()`: data in,
+//!   a `Decision` (action, reason, rule) out. No I/O, no tokio.
+//! - [`config`]: raw serde structs -> validated types, every problem as `FILE:LINE:COL`; the
+//!   embedded default (`src/default/`) and the built-in catalogue (`policy/services.toml`).
+//! - [`proxy`]: the data path: listeners (redirect, TPROXY, forward), original destination,
+//!   admission limits, the detection driver (client first, else the server's banner), native
+//!   refusals, and the splice(2) relay. The only module that runs tokio, and the only one
+//!   that emits live events.
+//! - [`events`]: the ECS event schema and the writer thread that keeps the data path from
+//!   ever blocking on the sink.
+//! - [`replay`]: `portcullis replay`: pcap/pcapng captures -> TCP flows -> each direction's
+//!   first turn reassembled -> the same sniffers and `decide()` as the live path -> the same
+//!   decision events, plus a summary.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod events;
 pub mod policy;
 pub mod proxy;
+pub mod replay;
 pub mod sniff;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 use portcullis::config::{self, Loaded};
 use portcullis::events;
@@ -15,7 +15,11 @@ use portcullis::policy::{Admission, Request};
 use portcullis::sniff::{self, Protocol, Verdict};
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "Egress gateway that checks the protocol on every port (MITRE ATT&CK T1571)")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Egress gateway that checks the protocol on every port (MITRE ATT&CK T1571)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,6 +35,9 @@ enum Command {
     Explain(ExplainArgs),
     /// Print what the sniffers see in a connection's first bytes, as JSON.
     Sniff(SniffArgs),
+    /// One decision event per TCP flow in pcap/pcapng captures, as if the gateway had seen
+    /// them; a summary on stderr.
+    Replay(ReplayArgs),
 }
 
 #[derive(Args)]
@@ -77,10 +84,22 @@ struct SniffArgs {
     server_file: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct ReplayArgs {
+    /// pcap or pcapng files.
+    #[arg(value_name = "CAPTURE", required = true)]
+    captures: Vec<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
 fn parse_protocol(name: &str) -> Result<Protocol, String> {
     Protocol::from_name(name).ok_or_else(|| {
         let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
-        format!("unknown protocol {name:?}; expected one of {}", names.join(", "))
+        format!(
+            "unknown protocol {name:?}; expected one of {}",
+            names.join(", ")
+        )
     })
 }
 
@@ -104,6 +123,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(args.config.as_deref()),
         Command::Explain(args) => explain(&args),
         Command::Sniff(args) => sniff_cmd(&args),
+        Command::Replay(args) => replay(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,7 +178,11 @@ fn explain(args: &ExplainArgs) -> Result<(), Failure> {
     });
     let segment = policy.segment(&decision);
     let rule = policy.rule(&decision);
-    let expected: Vec<&str> = decision.expected_protocols.iter().map(|p| p.name()).collect();
+    let expected: Vec<&str> = decision
+        .expected_protocols
+        .iter()
+        .map(|p| p.name())
+        .collect();
     let out = json!({
         "action": decision.action.name(),
         "reason": decision.reason.name(),
@@ -215,7 +239,9 @@ fn sniff_cmd(args: &SniffArgs) -> Result<(), Failure> {
             "give the client's bytes (--client-hex or --client-file), the server's, or both"
         )));
     }
-    let mut verdict = client.as_deref().map_or(Verdict::NoMatch, sniff::sniff_client);
+    let mut verdict = client
+        .as_deref()
+        .map_or(Verdict::NoMatch, sniff::sniff_client);
     if !matches!(verdict, Verdict::Match(_)) {
         if let Some(server) = server.as_deref() {
             let server_verdict = sniff::sniff_server(server);
@@ -224,23 +250,58 @@ fn sniff_cmd(args: &SniffArgs) -> Result<(), Failure> {
             }
         }
     }
-    let mut obj = Map::new();
-    let mut pc = Map::new();
-    let (protocol, detection) = match &verdict {
-        Verdict::Match(sniffed) => {
-            obj.insert("side".into(), json!(sniffed.side.name()));
-            events::add_sniffed(&mut obj, &mut pc, sniffed);
-            (sniffed.protocol, "matched")
-        }
-        Verdict::NoMatch => (Protocol::Unknown, "no_match"),
-        Verdict::NeedMore => (Protocol::Unknown, "need_more"),
+    let (sniffed, detection) = match &verdict {
+        Verdict::Match(sniffed) => (Some(sniffed), "matched"),
+        Verdict::NoMatch => (None, "no_match"),
+        Verdict::NeedMore => (None, "need_more"),
     };
-    obj.insert("protocol".into(), json!(protocol.name()));
-    obj.insert("detection".into(), json!(detection));
-    obj.insert("destination".into(), json!({ "port": args.port }));
-    if !pc.is_empty() {
-        obj.insert("portcullis".into(), Value::Object(pc));
+    println!("{}", events::sniff_report(sniffed, detection, args.port));
+    Ok(())
+}
+
+/// Replays every capture; a file that cannot be read is reported and skipped. Exit 1 only
+/// when no file could be read at all.
+fn replay(args: &ReplayArgs) -> Result<(), Failure> {
+    use portcullis::replay::{replay_file, ReplayError, Summary};
+    use std::io::Write;
+
+    let Loaded { config, policy } = load(args.config.config.as_deref())?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut summary = Summary::default();
+    let mut read = 0usize;
+    for path in &args.captures {
+        match replay_file(path, &policy, config.detect, &mut out, &mut summary) {
+            Ok(stats) => {
+                read += 1;
+                eprintln!(
+                    "{}: {} frame(s), {} TCP segment(s), {} flow(s)",
+                    path.display(),
+                    stats.frames,
+                    stats.tcp,
+                    stats.flows
+                );
+            }
+            Err(err @ ReplayError::Write(_)) => {
+                return Err(Failure::Runtime(err.into()));
+            }
+            Err(err @ ReplayError::Capture { frames, .. }) => {
+                // The flows before the damage were judged: the file was partly read.
+                read += usize::from(frames > 0);
+                eprintln!("portcullis: error: {err}");
+            }
+            Err(err) => eprintln!("portcullis: error: {err}"),
+        }
     }
-    println!("{}", Value::Object(obj));
+    out.flush()
+        .context("cannot write events")
+        .map_err(Failure::Runtime)?;
+    eprint!("{summary}");
+    if read == 0 {
+        return Err(Failure::Invalid(anyhow::anyhow!(
+            "no capture could be read ({} given)",
+            args.captures.len()
+        )));
+    }
     Ok(())
 }

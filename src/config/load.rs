@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
+use super::parse::parse_all;
 use super::problem::{whole_file, Doc, Problem, Problems};
 use super::raw::{RawConfig, RawPolicyDirOnly, RawSegment, RawServices};
 use super::values::Check;
@@ -16,6 +17,7 @@ use crate::policy::{Catalogue, Policy};
 const DEFAULT_CONFIG: &str = include_str!("../default/portcullis.toml");
 /// The embedded default policy: one "application-default" segment.
 const DEFAULT_SEGMENT: &str = include_str!("../default/default.toml");
+/// The path `Config.path` names for the embedded default.
 pub const EMBEDDED: &str = "<embedded>";
 
 /// One policy file: its file name (for ordering and the version), how problems name it,
@@ -77,6 +79,29 @@ pub fn load_embedded() -> Result<Loaded, Problems> {
 /// Loads from strings, for tests and tools: the config text (problems name it
 /// `config_file`) and each policy file as (file name, text). A file named `services.toml`
 /// overrides the catalogue; every other one is a segment.
+///
+/// ```
+/// use portcullis::config::load_from_strs;
+/// use portcullis::policy::{Admission, Reason, Request};
+/// use portcullis::sniff::Protocol;
+///
+/// let config = "[[listener]]\nmode = \"redirect\"\nlisten = \"0.0.0.0:15001\"\n";
+/// let segment = "segment = \"ws\"\nsources = [\"10.10.0.0/16\"]\nmode = \"block\"\n\n\
+///                [[allow]]\nports = [443]\nprotocols = [\"tls\"]\n";
+/// let loaded = load_from_strs("portcullis.toml", config, &[("ws.toml", segment)]).unwrap();
+/// let decision = loaded.policy.decide(&Request {
+///     source: "10.10.1.5".parse().unwrap(),
+///     destination: "203.0.113.7:443".parse().unwrap(),
+///     protocol: Protocol::Ssh,
+///     server_name: None,
+///     admission: Admission::Admitted,
+/// });
+/// assert_eq!(decision.reason, Reason::ProtocolNotAllowed);
+/// assert_eq!(loaded.policy.rule(&decision).unwrap().id, "ws/allow[0]");
+///
+/// let broken = load_from_strs("portcullis.toml", config, &[("ws.toml", "segment = 1\n")]);
+/// assert!(broken.unwrap_err().to_string().starts_with("ws.toml:1:"));
+/// ```
 pub fn load_from_strs(
     config_file: &str,
     config: &str,
@@ -128,14 +153,13 @@ fn parse_config(
     base_dir: &Path,
     out: &mut Vec<Problem>,
 ) -> (Option<Config>, Option<Spanned<String>>) {
-    match toml::from_str::<RawConfig>(doc.text) {
-        Ok(raw) => {
+    match parse_all::<RawConfig>(doc, out) {
+        Some(raw) => {
             let dir = raw.policy_dir.clone();
             let mut c = Check { doc, out };
             (settings::validate(&mut c, &raw, path, base_dir), dir)
         }
-        Err(e) => {
-            out.push(doc.toml_error(&e));
+        None => {
             let dir = toml::from_str::<RawPolicyDirOnly>(doc.text)
                 .ok()
                 .and_then(|r| r.policy_dir);
@@ -159,7 +183,10 @@ fn read_policy_dir(
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            out.push(problem(format!("cannot read policy_dir {}: {e}", dir.display())));
+            out.push(problem(format!(
+                "cannot read policy_dir {}: {e}",
+                dir.display()
+            )));
             return Vec::new();
         }
     };
@@ -211,12 +238,9 @@ fn parse_policy(files: &[PolicyFile], out: &mut Vec<Problem>) -> Option<Policy> 
             }
             continue;
         }
-        match toml::from_str::<RawSegment>(&file.text) {
-            Ok(raw) => {
-                let mut c = Check { doc: &doc, out };
-                parsed.extend(segment::validate(&mut c, &raw));
-            }
-            Err(e) => out.push(doc.toml_error(&e)),
+        if let Some(raw) = parse_all::<RawSegment>(&doc, out) {
+            let mut c = Check { doc: &doc, out };
+            parsed.extend(segment::validate(&mut c, &raw));
         }
     }
     segment::cross_check(&parsed, out);
@@ -229,13 +253,8 @@ fn parse_policy(files: &[PolicyFile], out: &mut Vec<Problem>) -> Option<Policy> 
 }
 
 fn parse_services(doc: &Doc, out: &mut Vec<Problem>) -> Option<Catalogue> {
-    match toml::from_str::<RawServices>(doc.text) {
-        Ok(raw) => services::validate(&mut Check { doc, out }, &raw),
-        Err(e) => {
-            out.push(doc.toml_error(&e));
-            None
-        }
-    }
+    let raw = parse_all::<RawServices>(doc, out)?;
+    services::validate(&mut Check { doc, out }, &raw)
 }
 
 /// sha256 (hex) over every policy file's name and content (in name order) and the
@@ -266,7 +285,10 @@ fn finish(
         if let (Some(config), Some(policy)) = (config, policy) {
             return Ok(Loaded { config, policy });
         }
-        out.push(whole_file(order.first().map_or("", String::as_str), "invalid configuration"));
+        out.push(whole_file(
+            order.first().map_or("", String::as_str),
+            "invalid configuration",
+        ));
     }
     let rank = |file: &str| order.iter().position(|f| f == file).unwrap_or(0);
     out.sort_by_key(|p| (rank(&p.file), p.line, p.col));

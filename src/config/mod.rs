@@ -8,6 +8,7 @@
 //! catalogue protocol by protocol.
 
 mod load;
+mod parse;
 mod problem;
 mod raw;
 mod segment;
@@ -74,7 +75,10 @@ impl ListenerMode {
 
     /// Whether this build has the listener; `check` reports the others as problems.
     pub const fn is_supported(self) -> bool {
-        matches!(self, ListenerMode::Redirect | ListenerMode::Forward)
+        matches!(
+            self,
+            ListenerMode::Redirect | ListenerMode::Tproxy | ListenerMode::Forward
+        )
     }
 }
 

@@ -39,10 +39,13 @@ pub(crate) fn validate(c: &mut Check, raw: &RawSegment) -> Option<Parsed> {
     };
     let mut sources_at = Vec::new();
     match &raw.sources {
-        None => c.whole("missing sources = [\"PREFIX\", ...]: the source addresses of this segment"),
-        Some(list) if list.get_ref().is_empty() => {
-            c.at(list, "sources must list at least one prefix, like \"10.10.0.0/16\"")
+        None => {
+            c.whole("missing sources = [\"PREFIX\", ...]: the source addresses of this segment")
         }
+        Some(list) if list.get_ref().is_empty() => c.at(
+            list,
+            "sources must list at least one prefix, like \"10.10.0.0/16\"",
+        ),
         Some(list) => {
             for v in list.get_ref() {
                 if let Some(net) = c.prefix(v) {
@@ -64,12 +67,18 @@ pub(crate) fn validate(c: &mut Check, raw: &RawSegment) -> Option<Parsed> {
     let on_unidentified = raw
         .on_unidentified
         .as_ref()
-        .map_or(Some(OnUnidentified::Block), |v| c.word(v, "on_unidentified", ON_UNIDENTIFIED));
+        .map_or(Some(OnUnidentified::Block), |v| {
+            c.word(v, "on_unidentified", ON_UNIDENTIFIED)
+        });
     let refuse = raw
         .refuse
         .as_ref()
         .map_or(Some(Refuse::Reset), |v| c.word(v, "refuse", REFUSE));
-    let exempt: Vec<IpNet> = raw.exempt_destinations.iter().filter_map(|v| c.prefix(v)).collect();
+    let exempt: Vec<IpNet> = raw
+        .exempt_destinations
+        .iter()
+        .filter_map(|v| c.prefix(v))
+        .collect();
     let seg_name = name.clone().unwrap_or_default();
     let rules: Vec<Rule> = raw
         .allow
@@ -106,7 +115,9 @@ fn segment_name(c: &mut Check, v: &Spanned<String>) -> Option<String> {
     if !ok {
         c.at(
             v,
-            format!("invalid segment name {name:?}; expected 1-64 letters, digits, '-', '_' or '.'"),
+            format!(
+                "invalid segment name {name:?}; expected 1-64 letters, digits, '-', '_' or '.'"
+            ),
         );
         return None;
     }
@@ -123,17 +134,24 @@ fn rule(
     let before = c.out.len();
     let ports = match &r.ports {
         None => {
-            c.at(raw, "this [[allow]] has no ports; expected a list of ports or \"standard\"");
+            c.at(
+                raw,
+                "this [[allow]] has no ports; expected a list of ports or \"standard\"",
+            );
             None
         }
         Some(p) => c.ports(p, true),
     };
     let mut protocols = Vec::new();
     match &r.protocols {
-        None => c.at(raw, "this [[allow]] has no protocols; expected a list like [\"tls\"]"),
-        Some(list) if list.get_ref().is_empty() => {
-            c.at(list, "protocols must list at least one protocol, like [\"tls\"]")
-        }
+        None => c.at(
+            raw,
+            "this [[allow]] has no protocols; expected a list like [\"tls\"]",
+        ),
+        Some(list) if list.get_ref().is_empty() => c.at(
+            list,
+            "protocols must list at least one protocol, like [\"tls\"]",
+        ),
         Some(list) => {
             for v in list.get_ref() {
                 let Some(p) = c.protocol(v) else { continue };

@@ -19,7 +19,10 @@ pub(crate) fn validate(c: &mut Check, raw: &RawServices) -> Option<Catalogue> {
     for (name, ports) in raw {
         let protocol = c.protocol(name);
         if protocol == Some(Protocol::Unknown) {
-            c.at(name, "\"unknown\" has no standard ports; it cannot be in services.toml");
+            c.at(
+                name,
+                "\"unknown\" has no standard ports; it cannot be in services.toml",
+            );
             continue;
         }
         let ports = c.ports(ports, false);

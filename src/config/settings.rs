@@ -40,9 +40,13 @@ pub(crate) fn validate(
     let events = events(c, raw, base_dir);
     let limits = limits(c, raw.limits.as_ref());
     let admin = raw.admin.as_ref().map(|a| admin(c, a, base_dir));
-    let policy_dir = Some(base_dir.join(
-        raw.policy_dir.as_ref().map_or("policy", |d| d.get_ref().as_str()),
-    ));
+    let policy_dir = Some(
+        base_dir.join(
+            raw.policy_dir
+                .as_ref()
+                .map_or("policy", |d| d.get_ref().as_str()),
+        ),
+    );
     if c.out.len() != before {
         return None;
     }
@@ -84,7 +88,10 @@ fn listeners(c: &mut Check, raw: &RawConfig) -> Vec<Listener> {
             if !m.is_supported() {
                 c.at(
                     &l.mode,
-                    format!("listener mode {:?} is not supported by this build yet", m.name()),
+                    format!(
+                        "listener mode {:?} is not supported by this build yet",
+                        m.name()
+                    ),
                 );
             }
         }
@@ -94,11 +101,16 @@ fn listeners(c: &mut Check, raw: &RawConfig) -> Vec<Listener> {
             if let Some(first) = seen.insert(addr, line) {
                 c.at(
                     &l.listen,
-                    format!("listen address {addr} is already used by the listener on line {first}"),
+                    format!(
+                        "listen address {addr} is already used by the listener on line {first}"
+                    ),
                 );
             }
         }
-        let upstream = l.upstream.as_ref().and_then(|u| socket_addr(c, u, "upstream"));
+        let upstream = l
+            .upstream
+            .as_ref()
+            .and_then(|u| socket_addr(c, u, "upstream"));
         match (mode, &l.upstream) {
             (Some(ListenerMode::Forward), None) => {
                 c.at(&l.mode, "a forward listener needs upstream = \"IP:PORT\"");
@@ -218,7 +230,13 @@ fn limits(c: &mut Check, raw: Option<&RawLimits>) -> Option<Limits> {
         1,
         MAX_MS,
     );
-    let drain = c.number(field(|l| l.drain_ms.as_ref()), "limits.drain_ms", 30_000, 0, MAX_MS);
+    let drain = c.number(
+        field(|l| l.drain_ms.as_ref()),
+        "limits.drain_ms",
+        30_000,
+        0,
+        MAX_MS,
+    );
     Some(Limits {
         max_connections: usize::try_from(max_connections?).ok()?,
         max_connections_per_source: usize::try_from(per_source?).ok()?,
@@ -232,7 +250,10 @@ fn limits(c: &mut Check, raw: Option<&RawLimits>) -> Option<Limits> {
 
 fn admin(c: &mut Check, raw: &Spanned<RawAdmin>, base_dir: &Path) -> Option<Admin> {
     let a = raw.get_ref();
-    c.at(raw, "the [admin] endpoint is not supported by this build yet");
+    c.at(
+        raw,
+        "the [admin] endpoint is not supported by this build yet",
+    );
     let listen = socket_addr(c, &a.listen, "admin listen");
     if let Some(addr) = listen {
         if !addr.ip().is_loopback() && a.client_ca.is_none() {
@@ -248,7 +269,10 @@ fn admin(c: &mut Check, raw: &Spanned<RawAdmin>, base_dir: &Path) -> Option<Admi
         _ => {}
     }
     if let (Some(ca), None) = (&a.client_ca, &a.tls_cert) {
-        c.at(ca, "client_ca needs tls_cert and tls_key: client certificates need TLS");
+        c.at(
+            ca,
+            "client_ca needs tls_cert and tls_key: client certificates need TLS",
+        );
     }
     let path = |v: &Option<Spanned<String>>| v.as_ref().map(|p| base_dir.join(p.get_ref()));
     Some(Admin {

@@ -12,7 +12,9 @@ const FIXTURES: &str = "tests/fixtures/config";
 const EXPECTED_PROTOCOLS: &str = "expected one of tls, http, http2, ssh, smtp, ftp, pop3, imap, dns, rdp, smb, mysql, postgresql, redis, mqtt, socks4, socks5, bittorrent, openvpn, xmpp, irc, ldap, kerberos, telnet, vnc, rtsp, sip, mongodb, amqp, mssql, nntp, rtmp, git, rsync, memcached, nats, kafka, dcerpc, cassandra, unknown";
 
 fn fixture(dir: &str) -> Result<Loaded, Problems> {
-    load(Some(Path::new(&format!("{FIXTURES}/{dir}/portcullis.toml"))))
+    load(Some(Path::new(&format!(
+        "{FIXTURES}/{dir}/portcullis.toml"
+    ))))
 }
 
 /// Loads fixture `dir`, which must fail, and checks every problem line; `expected` lines
@@ -23,7 +25,10 @@ fn assert_problems(dir: &str, expected: &[&str]) {
         Err(p) => p,
     };
     let got: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
-    let want: Vec<String> = expected.iter().map(|l| format!("{FIXTURES}/{dir}/{l}")).collect();
+    let want: Vec<String> = expected
+        .iter()
+        .map(|l| format!("{FIXTURES}/{dir}/{l}"))
+        .collect();
     assert_eq!(got, want, "{dir}");
 }
 
@@ -31,7 +36,9 @@ fn assert_problems(dir: &str, expected: &[&str]) {
 fn bad_protocol_names_what_is_allowed() {
     assert_problems(
         "bad-protocol",
-        &[&format!("policy/ws.toml:7:21: unknown protocol \"sshh\"; {EXPECTED_PROTOCOLS}")],
+        &[&format!(
+            "policy/ws.toml:7:21: unknown protocol \"sshh\"; {EXPECTED_PROTOCOLS}"
+        )],
     );
 }
 
@@ -63,12 +70,16 @@ fn toml_syntax_error_and_other_files_still_checked() {
 }
 
 #[test]
-fn unknown_fields_in_every_file() {
+fn every_unknown_field_and_wrong_type_in_every_file() {
+    let segment_fields = "expected one of `segment`, `sources`, `mode`, `on_unidentified`, `refuse`, `exempt_destinations`, `allow`";
     assert_problems(
         "unknown-field",
         &[
-            "policy/a.toml:2:1: unknown field `sorces`, expected one of `segment`, `sources`, `mode`, `on_unidentified`, `refuse`, `exempt_destinations`, `allow`",
-            "policy/b.toml:7:1: unknown field `protocol`, expected one of `ports`, `protocols`, `destinations`, `server_names`",
+            &format!("policy/a.toml:2:1: unknown field `sorces`, {segment_fields}"),
+            &format!("policy/b.toml:4:1: unknown field `exempt_destination`, {segment_fields}"),
+            "policy/b.toml:5:19: invalid type: integer `1`, expected a string",
+            "policy/b.toml:9:1: unknown field `protocol`, expected one of `ports`, `protocols`, `destinations`, `server_names`",
+            "policy/b.toml:10:16: invalid type: string \"api.example.com\", expected a sequence",
         ],
     );
 }
@@ -128,7 +139,7 @@ fn every_config_problem_is_reported() {
             "portcullis.toml:10:10: listen address 127.0.0.1:15001 is already used by the listener on line 6",
             "portcullis.toml:13:8: a forward listener needs upstream = \"IP:PORT\"",
             "portcullis.toml:19:12: upstream is only for forward listeners, not \"redirect\"",
-            "portcullis.toml:22:8: listener mode \"tproxy\" is not supported by this build yet",
+            "portcullis.toml:22:8: listener mode \"socks5\" is not supported by this build yet",
             "portcullis.toml:26:8: unknown listener mode \"udp\"; expected one of redirect, tproxy, forward, http_proxy, socks5",
             "portcullis.toml:27:10: invalid listen address \"localhost:15005\"; expected IP:PORT like \"0.0.0.0:15001\" or \"[::]:15001\"",
             "portcullis.toml:30:19: detect.client_first_ms (6000) is larger than detect.timeout_ms (5000); the server's banner would never be read",
@@ -253,25 +264,40 @@ fn builtin_catalogue_covers_every_protocol_but_unknown() {
         if protocol == Protocol::Unknown {
             assert!(ports.is_none());
         } else {
-            assert!(ports.is_some_and(|s| !s.is_empty()), "{protocol} has no standard port");
+            assert!(
+                ports.is_some_and(|s| !s.is_empty()),
+                "{protocol} has no standard port"
+            );
         }
     }
     let tls = p.catalogue.ports(Protocol::Tls).unwrap();
-    for port in [443, 465, 563, 636, 853, 989, 990, 993, 995, 5061, 5671, 6697, 8883] {
+    for port in [
+        443, 465, 563, 636, 853, 989, 990, 993, 995, 5061, 5671, 6697, 8883,
+    ] {
         assert!(tls.contains(port), "tls {port}");
     }
-    assert_eq!(p.catalogue.ports(Protocol::Http).unwrap().to_string(), "80,8080");
+    assert_eq!(
+        p.catalogue.ports(Protocol::Http).unwrap().to_string(),
+        "80,8080"
+    );
     assert_eq!(p.catalogue.ports(Protocol::Ssh).unwrap().to_string(), "22");
 }
 
 #[test]
 fn shipped_policy_loads() {
     let loaded = fixture("shipped").unwrap();
-    let names: Vec<&str> = loaded.policy.segments.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> = loaded
+        .policy
+        .segments
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
     assert_eq!(names, ["servers", "workstations"]);
     assert_eq!(
         loaded.config.policy_dir,
-        Some(PathBuf::from(format!("{FIXTURES}/shipped/../../../../policy")))
+        Some(PathBuf::from(format!(
+            "{FIXTURES}/shipped/../../../../policy"
+        )))
     );
     // The shipped services.toml is the built-in catalogue: overriding with it changes nothing.
     let embedded = load_embedded().unwrap().policy;
@@ -282,18 +308,29 @@ fn shipped_policy_loads() {
 fn catalogue_override_replaces_only_the_protocols_it_names() {
     let loaded = fixture("override").unwrap();
     let p = &loaded.policy;
-    assert_eq!(p.catalogue.ports(Protocol::Ssh).unwrap().to_string(), "2222");
+    assert_eq!(
+        p.catalogue.ports(Protocol::Ssh).unwrap().to_string(),
+        "2222"
+    );
     assert!(p.catalogue.ports(Protocol::Tls).unwrap().contains(443));
     let src = "10.10.1.5".parse().unwrap();
     let decide = |dst: &str, protocol| {
-        let gate = p.gate(src, dst.parse().unwrap(), crate::policy::Admission::Admitted);
+        let gate = p.gate(
+            src,
+            dst.parse().unwrap(),
+            crate::policy::Admission::Admitted,
+        );
         let crate::policy::Gate::Inspect { segment } = gate else {
             panic!("not inspected: {gate:?}")
         };
-        p.decide_rules(segment, dst.parse().unwrap(), protocol, None).reason
+        p.decide_rules(segment, dst.parse().unwrap(), protocol, None)
+            .reason
     };
     assert_eq!(decide("203.0.113.7:2222", Protocol::Ssh), Reason::Allowed);
-    assert_eq!(decide("203.0.113.7:22", Protocol::Ssh), Reason::PortNotAllowed);
+    assert_eq!(
+        decide("203.0.113.7:22", Protocol::Ssh),
+        Reason::PortNotAllowed
+    );
     assert_eq!(decide("203.0.113.7:443", Protocol::Tls), Reason::Allowed);
 }
 
@@ -302,25 +339,41 @@ const SEGMENT: &str = "segment = \"a\"\nsources = [\"10.0.0.0/8\"]\nmode = \"blo
 
 #[test]
 fn version_depends_only_on_policy_content() {
-    let v = |files: &[(&str, &str)]| load_from_strs("c.toml", MINIMAL, files).unwrap().policy.version;
+    let v = |files: &[(&str, &str)]| {
+        load_from_strs("c.toml", MINIMAL, files)
+            .unwrap()
+            .policy
+            .version
+    };
     let a = v(&[("a.toml", SEGMENT)]);
     assert_eq!(a.len(), 64);
     assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
-    // Same files, other config and order: same version.
+    // Same files: same version, whatever order they are given in.
     assert_eq!(a, v(&[("a.toml", SEGMENT)]));
-    let two = v(&[("a.toml", SEGMENT), ("s.toml", "ssh = [2222]\n")]);
-    let two_swapped = v(&[("s.toml", "ssh = [2222]\n"), ("a.toml", SEGMENT)]);
+    let other = SEGMENT
+        .replace("\"a\"", "\"b\"")
+        .replace("10.0.0.0/8", "192.168.0.0/16");
+    let two = v(&[("a.toml", SEGMENT), ("b.toml", &other)]);
+    let two_swapped = v(&[("b.toml", &other), ("a.toml", SEGMENT)]);
     assert_eq!(two, two_swapped);
     // A changed byte, a renamed file or a catalogue override: another version.
     assert_ne!(a, v(&[("a.toml", &SEGMENT.replace("443", "444"))]));
     assert_ne!(a, v(&[("b.toml", SEGMENT)]));
-    assert_ne!(a, v(&[("a.toml", SEGMENT), ("services.toml", "ssh = [2222]\n")]));
+    assert_ne!(
+        a,
+        v(&[("a.toml", SEGMENT), ("services.toml", "ssh = [2222]\n")])
+    );
 }
 
 #[test]
 fn relative_paths_resolve_against_the_config_directory() {
     let cfg = format!("{MINIMAL}\n[events]\nsink = \"file:events/portcullis.json\"\n");
-    let loaded = load_from_strs("/etc/portcullis/portcullis.toml", &cfg, &[("a.toml", SEGMENT)]).unwrap();
+    let loaded = load_from_strs(
+        "/etc/portcullis/portcullis.toml",
+        &cfg,
+        &[("a.toml", SEGMENT)],
+    )
+    .unwrap();
     assert_eq!(
         loaded.config.events.sink,
         Sink::File(PathBuf::from("/etc/portcullis/events/portcullis.json"))
@@ -330,9 +383,14 @@ fn relative_paths_resolve_against_the_config_directory() {
 #[test]
 fn forward_listener_with_upstream_and_custom_limits() {
     let cfg = "[[listener]]\nmode = \"forward\"\nlisten = \"127.0.0.1:15002\"\nupstream = \"127.0.0.1:8443\"\n\n[detect]\nclient_first_ms = 100\ntimeout_ms = 100\nmax_bytes = 1048576\n\n[limits]\ndrain_ms = 0\nrate_per_source = 5\n";
-    let c = load_from_strs("c.toml", cfg, &[("a.toml", SEGMENT)]).unwrap().config;
+    let c = load_from_strs("c.toml", cfg, &[("a.toml", SEGMENT)])
+        .unwrap()
+        .config;
     assert_eq!(c.listeners[0].mode.name(), "forward");
-    assert_eq!(c.listeners[0].upstream, Some("127.0.0.1:8443".parse().unwrap()));
+    assert_eq!(
+        c.listeners[0].upstream,
+        Some("127.0.0.1:8443".parse().unwrap())
+    );
     assert_eq!(c.detect.max_bytes, 1 << 20);
     assert_eq!(c.limits.drain, Duration::ZERO);
     assert_eq!(c.limits.rate_per_source, 5);
@@ -342,8 +400,12 @@ fn forward_listener_with_upstream_and_custom_limits() {
 #[test]
 fn config_and_policy_problems_are_reported_together() {
     let cfg = "[[listener]]\nmode = \"redirect\"\nlisten = \"127.0.0.1\"\n";
-    let err = load_from_strs("c.toml", cfg, &[("a.toml", "segment = \"a\"\nmode = \"block\"\n")])
-        .unwrap_err();
+    let err = load_from_strs(
+        "c.toml",
+        cfg,
+        &[("a.toml", "segment = \"a\"\nmode = \"block\"\n")],
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "c.toml:3:10: invalid listen address \"127.0.0.1\"; expected IP:PORT like \"0.0.0.0:15001\" or \"[::]:15001\"\n\
@@ -353,7 +415,9 @@ fn config_and_policy_problems_are_reported_together() {
 
 #[test]
 fn policy_serializes_readably() {
-    let p = load_from_strs("c.toml", MINIMAL, &[("a.toml", SEGMENT)]).unwrap().policy;
+    let p = load_from_strs("c.toml", MINIMAL, &[("a.toml", SEGMENT)])
+        .unwrap()
+        .policy;
     let json = serde_json::to_value(&p).unwrap();
     assert_eq!(json["segments"][0]["mode"], "block");
     assert_eq!(json["segments"][0]["sources"][0], "10.0.0.0/8");
@@ -362,4 +426,33 @@ fn policy_serializes_readably() {
     assert_eq!(json["segments"][0]["rules"][0]["protocols"][0], "tls");
     assert_eq!(json["catalogue"]["ssh"][0], 22);
     assert_eq!(json["version"], p.version.as_str());
+}
+
+#[test]
+fn policy_dir_reads_only_toml_files_directly_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("rules");
+    std::fs::create_dir_all(policy.join("old")).unwrap();
+    let cfg = format!("policy_dir = \"rules\"\n{MINIMAL}");
+    std::fs::write(dir.path().join("portcullis.toml"), cfg).unwrap();
+    std::fs::write(policy.join("a.toml"), SEGMENT).unwrap();
+    std::fs::write(policy.join("README.md"), "not a segment").unwrap();
+    std::fs::write(policy.join("a.toml.bak"), "not = toml = at all").unwrap();
+    std::fs::write(policy.join("old").join("b.toml"), "broken [").unwrap();
+    let loaded = load(Some(&dir.path().join("portcullis.toml"))).unwrap();
+    assert_eq!(loaded.config.policy_dir, Some(policy.clone()));
+    assert_eq!(loaded.policy.segments.len(), 1);
+
+    // A directory with only a catalogue has no segment: that is a problem, at policy_dir.
+    std::fs::remove_file(policy.join("a.toml")).unwrap();
+    std::fs::write(policy.join("services.toml"), "ssh = [22]\n").unwrap();
+    let err = load(Some(&dir.path().join("portcullis.toml"))).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:1:14: no segment files (*.toml) in policy_dir {}",
+            dir.path().join("portcullis.toml").display(),
+            policy.display()
+        )
+    );
 }

@@ -31,12 +31,18 @@ impl Check<'_, '_> {
         what: &str,
         choices: &[(&str, T)],
     ) -> Option<T> {
-        let found = choices.iter().find(|(name, _)| *name == v.get_ref().as_str());
+        let found = choices
+            .iter()
+            .find(|(name, _)| *name == v.get_ref().as_str());
         if found.is_none() {
             let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
             self.at(
                 v,
-                format!("unknown {what} {:?}; expected one of {}", v.get_ref(), names.join(", ")),
+                format!(
+                    "unknown {what} {:?}; expected one of {}",
+                    v.get_ref(),
+                    names.join(", ")
+                ),
             );
         }
         found.map(|(_, value)| *value)
@@ -69,7 +75,13 @@ impl Check<'_, '_> {
         match u64::try_from(*v.get_ref()) {
             Ok(n) if (min..=max).contains(&n) => Some(n),
             _ => {
-                self.at(v, format!("{what} = {} is out of range; expected {min} to {max}{why}", v.get_ref()));
+                self.at(
+                    v,
+                    format!(
+                        "{what} = {} is out of range; expected {min} to {max}{why}",
+                        v.get_ref()
+                    ),
+                );
                 None
             }
         }
@@ -82,7 +94,11 @@ impl Check<'_, '_> {
             let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
             self.at(
                 v,
-                format!("unknown protocol {:?}; expected one of {}", v.get_ref(), names.join(", ")),
+                format!(
+                    "unknown protocol {:?}; expected one of {}",
+                    v.get_ref(),
+                    names.join(", ")
+                ),
             );
         }
         found
@@ -108,7 +124,10 @@ impl Check<'_, '_> {
             },
         };
         if net.trunc() != net {
-            self.at(v, format!("{net} has host bits set; did you mean {}?", net.trunc()));
+            self.at(
+                v,
+                format!("{net} has host bits set; did you mean {}?", net.trunc()),
+            );
             return None;
         }
         Some(net)
@@ -176,11 +195,17 @@ impl Check<'_, '_> {
                 };
                 let in_range = |p: u32| (1..=65535).contains(&p);
                 if !in_range(lo) || !in_range(hi) {
-                    self.at(v, format!("port range {text:?} is out of range; expected ports 1-65535"));
+                    self.at(
+                        v,
+                        format!("port range {text:?} is out of range; expected ports 1-65535"),
+                    );
                     return None;
                 }
                 if lo > hi {
-                    self.at(v, format!("port range {text:?} is reversed; did you mean \"{hi}-{lo}\"?"));
+                    self.at(
+                        v,
+                        format!("port range {text:?} is reversed; did you mean \"{hi}-{lo}\"?"),
+                    );
                     return None;
                 }
                 Some((u16::try_from(lo).ok()?, u16::try_from(hi).ok()?))

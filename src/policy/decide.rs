@@ -4,8 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::{
-    Action, Admission, Decision, Gate, Mode, OnUnidentified, Policy, Ports, Reason, Request,
-    Rule, Segment,
+    Action, Admission, Decision, Gate, Mode, OnUnidentified, Policy, Ports, Reason, Request, Rule,
+    Segment,
 };
 use crate::sniff::Protocol;
 
@@ -60,6 +60,14 @@ impl Policy {
         Gate::Inspect { segment: index }
     }
 
+    /// Whether the segment refuses whatever is spoken to `destination`: its port is named
+    /// by no rule and the segment does not forward such traffic. A silent client on such a
+    /// port never gets the destination contacted for its banner (live and replay alike).
+    pub fn refuses_port_blind(&self, segment: usize, destination: SocketAddr) -> bool {
+        let blind = self.decide_rules(segment, destination, Protocol::Unknown, None);
+        blind.reason == Reason::PortNotAllowed && !blind.action.forwards()
+    }
+
     /// The segment's rules on port, protocol, destination and server name (see the
     /// module documentation of `crate::policy` and DESIGN.md for the order).
     ///
@@ -87,7 +95,10 @@ impl Policy {
         let dest_ip = destination.ip().to_canonical();
         let names_port = |r: &Rule| match &r.ports {
             Ports::Set(set) => set.contains(port),
-            Ports::Standard => r.protocols.iter().any(|p| self.catalogue.is_standard(*p, port)),
+            Ports::Standard => r
+                .protocols
+                .iter()
+                .any(|p| self.catalogue.is_standard(*p, port)),
         };
         let allows_on_port = |r: &Rule, p: Protocol| {
             r.protocols.contains(&p)
@@ -139,20 +150,25 @@ impl Policy {
         let mut first_past_destination = None;
         for &i in &allowing {
             let rule = &seg.rules[i];
-            let dest_ok =
-                rule.destinations.is_empty() || rule.destinations.iter().any(|n| n.contains(&dest_ip));
+            let dest_ok = rule.destinations.is_empty()
+                || rule.destinations.iter().any(|n| n.contains(&dest_ip));
             if !dest_ok {
                 continue;
             }
             first_past_destination.get_or_insert(i);
             let name_ok = rule.server_names.is_empty()
-                || server_name.is_some_and(|name| rule.server_names.iter().any(|p| p.matches(name)));
+                || server_name
+                    .is_some_and(|name| rule.server_names.iter().any(|p| p.matches(name)));
             if name_ok {
                 return decision(Reason::Allowed, Some(i), expected);
             }
         }
         match first_past_destination {
-            None => decision(Reason::DestinationNotAllowed, Some(first_allowing), expected),
+            None => decision(
+                Reason::DestinationNotAllowed,
+                Some(first_allowing),
+                expected,
+            ),
             Some(i) => decision(Reason::ServerNameNotAllowed, Some(i), expected),
         }
     }

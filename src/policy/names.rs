@@ -114,7 +114,17 @@ mod tests {
 
     #[test]
     fn refuses_malformed_patterns() {
-        for bad in ["", "*", "*.", "a..b", "*foo.com", "foo.*.com", "a b.com", "-.*.com", "."] {
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "a..b",
+            "*foo.com",
+            "foo.*.com",
+            "a b.com",
+            "-.*.com",
+            ".",
+        ] {
             assert!(NamePattern::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -121,9 +121,6 @@ mod tests {
     #[test]
     fn serializes_as_policy_file_syntax() {
         let set = PortSet::from_ranges([(443, 443), (8000, 8099)]);
-        assert_eq!(
-            serde_json::to_string(&set).unwrap(),
-            r#"[443,"8000-8099"]"#
-        );
+        assert_eq!(serde_json::to_string(&set).unwrap(), r#"[443,"8000-8099"]"#);
     }
 }

@@ -1,31 +1,37 @@
 //! The gateway's data path: listeners, original destination, detection, decision, relay.
 //!
-//! `serve` binds every listener, then runs until SIGTERM/SIGINT; SIGHUP reloads the policy.
+//! `serve` binds every listener, then runs until SIGTERM/SIGINT; SIGHUP reloads the policy,
+//! SIGUSR1 reopens the event file.
 //! Each accepted connection is one task (`conn::handle`) that emits exactly one decision
 //! event and one close event.
 
 mod conn;
 mod detect;
+mod limits;
 mod listener;
+mod notify;
 mod orig_dst;
 mod relay;
+#[cfg(target_os = "linux")]
+mod splice;
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 pub use detect::{client_first_turn, Detected};
 
 use crate::config::{self, Detect, Limits, ListenerMode, Loaded, Sink as SinkConfig};
 use crate::events::{self, Sink, SinkError, Target};
 use crate::policy::{Admission, Policy};
+
+use limits::{Limiter, Slot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -54,36 +60,7 @@ pub struct Shared {
     listeners: Vec<SocketAddr>,
     /// Turns true when the drain period after SIGTERM runs out.
     stop: watch::Receiver<bool>,
-    counts: Mutex<Counts>,
-    idle: Notify,
-}
-
-#[derive(Default)]
-struct Counts {
-    total: usize,
-    per_source: HashMap<IpAddr, usize>,
-}
-
-/// A connection's place in the connection limits; released on drop.
-pub struct Slot {
-    shared: Arc<Shared>,
-    source: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut counts = self.shared.lock_counts();
-        counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_source.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_source.remove(&self.source);
-            }
-        }
-        if counts.total == 0 {
-            self.shared.idle.notify_waiters();
-        }
-    }
+    limiter: Arc<Limiter>,
 }
 
 impl Shared {
@@ -92,41 +69,29 @@ impl Shared {
         Arc::clone(&self.policy.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn lock_counts(&self) -> std::sync::MutexGuard<'_, Counts> {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn active(&self) -> usize {
-        self.lock_counts().total
-    }
-
-    /// The checks that come before the policy: self destination, then connection limits.
-    fn admit(self: &Arc<Self>, peer: SocketAddr, destination: SocketAddr, local: SocketAddr) -> (Admission, Option<Slot>) {
-        if self.is_self(destination, local) {
+    /// The checks that come before the policy, in DESIGN.md's order: self destination, then
+    /// connection limits, then the source's rate.
+    fn admit(
+        &self,
+        listener: &ListenerInfo,
+        peer: SocketAddr,
+        destination: SocketAddr,
+        local: SocketAddr,
+    ) -> (Admission, Option<Slot>) {
+        if self.is_self(listener, destination, local) {
             return (Admission::SelfDestination, None);
         }
-        let source = peer.ip();
-        let mut counts = self.lock_counts();
-        let from_source = counts.per_source.get(&source).copied().unwrap_or(0);
-        if counts.total >= self.limits.max_connections
-            || from_source >= self.limits.max_connections_per_source
-        {
-            return (Admission::ConnectionLimit, None);
+        match self.limiter.admit(peer.ip()) {
+            Ok(slot) => (Admission::Admitted, Some(slot)),
+            Err(refusal) => (refusal, None),
         }
-        counts.total += 1;
-        *counts.per_source.entry(source).or_insert(0) += 1;
-        drop(counts);
-        let slot = Slot {
-            shared: Arc::clone(self),
-            source,
-        };
-        (Admission::Admitted, Some(slot))
     }
 
-    /// True when forwarding would connect the gateway to one of its own listeners: the
-    /// connection was not redirected, or its destination is a listening address.
-    fn is_self(&self, destination: SocketAddr, local: SocketAddr) -> bool {
-        destination == local
+    /// True when forwarding would connect the gateway to one of its own listeners: a
+    /// redirect listener's connection that was not redirected (its destination is the
+    /// listener itself), or any destination that is a listening address.
+    fn is_self(&self, listener: &ListenerInfo, destination: SocketAddr, local: SocketAddr) -> bool {
+        (listener.mode == ListenerMode::Redirect && destination == local)
             || self.listeners.iter().any(|l| {
                 l.port() == destination.port()
                     && (l.ip() == destination.ip()
@@ -135,16 +100,6 @@ impl Shared {
                                 || destination.ip().is_unspecified()
                                 || destination.ip() == local.ip())))
             })
-    }
-
-    async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.active() == 0 {
-                return;
-            }
-            notified.await;
-        }
     }
 }
 
@@ -155,12 +110,42 @@ fn target(sink: &SinkConfig) -> Target {
     }
 }
 
+/// Raises the open-file soft limit to the hard limit (as HAProxy does): every connection
+/// costs two descriptors, plus a pooled pipe while bytes are in flight. Returns the limit now
+/// in force.
+fn raise_fd_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Some(hard);
+    }
+    Some(soft)
+}
+
+/// How often dropped events are reported in the log.
+const DROP_REPORT: Duration = Duration::from_secs(10);
+
 /// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
 pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
     let Loaded { config, policy } = loaded;
+    if let Some(limit) = raise_fd_limit() {
+        let wanted = config.limits.max_connections as u64 * 2;
+        if limit < wanted {
+            eprintln!(
+                "portcullis: warning: {limit} file descriptors allowed, fewer than the {wanted} \
+                 that limits.max_connections = {} needs",
+                config.limits.max_connections
+            );
+        }
+    }
     let mut bound = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
-        let tcp = listener::bind(l.listen).map_err(|source| ProxyError::Bind { addr: l.listen, source })?;
+        let tcp = listener::bind(l.listen, l.mode == ListenerMode::Tproxy).map_err(|source| {
+            ProxyError::Bind {
+                addr: l.listen,
+                source,
+            }
+        })?;
         let addr = tcp.local_addr().unwrap_or(l.listen);
         let info = ListenerInfo {
             mode: l.mode,
@@ -172,22 +157,31 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(ProxyError::Signal)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ProxyError::Signal)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(ProxyError::Signal)?;
+    let mut rotate = signal(SignalKind::user_defined1()).map_err(ProxyError::Signal)?;
     let (events, writer) = Sink::start(&target(&config.events.sink))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (quit_accepting, accepting_stopped) = watch::channel(false);
     let shared = Arc::new(Shared {
         policy: RwLock::new(Arc::new(policy)),
-        detect: config.detect.clone(),
-        limits: config.limits.clone(),
+        detect: config.detect,
+        limits: config.limits,
         events,
         listeners: bound.iter().map(|(info, _)| info.addr).collect(),
         stop: stop_rx,
-        counts: Mutex::new(Counts::default()),
-        idle: Notify::new(),
+        limiter: Arc::new(Limiter::new(&config.limits)),
     });
     for (info, tcp) in bound {
-        eprintln!("portcullis: listening on {} ({})", info.addr, info.mode.name());
-        tokio::spawn(accept_loop(Arc::clone(&shared), info, tcp, accepting_stopped.clone()));
+        eprintln!(
+            "portcullis: listening on {} ({})",
+            info.addr,
+            info.mode.name()
+        );
+        tokio::spawn(accept_loop(
+            Arc::clone(&shared),
+            info,
+            tcp,
+            accepting_stopped.clone(),
+        ));
     }
     {
         let policy = shared.policy();
@@ -199,24 +193,48 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
         );
     }
 
+    if let Err(err) = notify::notify("READY=1") {
+        eprintln!("portcullis: cannot tell systemd we are ready: {err}");
+    }
+    let mut drops = tokio::time::interval(DROP_REPORT);
+    let mut dropped = 0;
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => reload(&shared, &config),
+            _ = rotate.recv() => {
+                let events = shared.events.clone();
+                let _ = tokio::task::spawn_blocking(move || events.reopen()).await;
+            }
+            _ = drops.tick() => {
+                let now = shared.events.dropped();
+                if now > dropped {
+                    eprintln!(
+                        "portcullis: {} event(s) dropped in the last {:?}: the event sink cannot keep up",
+                        now - dropped,
+                        DROP_REPORT
+                    );
+                    dropped = now;
+                }
+            }
         }
     }
+    let _ = notify::notify("STOPPING=1");
 
     eprintln!(
         "portcullis: stopping; draining {} connection(s) for up to {:?}",
-        shared.active(),
+        shared.limiter.active(),
         config.limits.drain
     );
     let _ = quit_accepting.send(true);
-    if tokio::time::timeout(config.limits.drain, shared.wait_idle()).await.is_err() {
+    if tokio::time::timeout(config.limits.drain, shared.limiter.wait_idle())
+        .await
+        .is_err()
+    {
         let _ = stop_tx.send(true);
         // Let the remaining connections write their close events.
-        let _ = tokio::time::timeout(Duration::from_secs(2), shared.wait_idle()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), shared.limiter.wait_idle()).await;
     }
     writer.finish(&shared.events);
     Ok(())
@@ -235,7 +253,10 @@ fn reload(shared: &Shared, config: &config::Config) {
                 eprintln!("portcullis: listener changes need a restart; the old listeners stay");
             }
             let version = new.policy.version.clone();
-            *shared.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(new.policy);
+            *shared
+                .policy
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Arc::new(new.policy);
             eprintln!("portcullis: policy {version} reloaded");
             shared.events.emit(events::reload_event(&version, None));
         }
@@ -243,12 +264,19 @@ fn reload(shared: &Shared, config: &config::Config) {
             let message = problems.to_string();
             eprintln!("portcullis: reload failed; the old policy stays in force:\n{message}");
             let version = shared.policy().version.clone();
-            shared.events.emit(events::reload_event(&version, Some(&message)));
+            shared
+                .events
+                .emit(events::reload_event(&version, Some(&message)));
         }
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, info: ListenerInfo, tcp: TcpListener, mut quit: watch::Receiver<bool>) {
+async fn accept_loop(
+    shared: Arc<Shared>,
+    info: ListenerInfo,
+    tcp: TcpListener,
+    mut quit: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             () = relay::stopped(&mut quit) => return,

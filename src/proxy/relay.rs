@@ -7,15 +7,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use socket2::SockRef;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 use crate::events::CloseReason;
 
-/// Per-direction copy buffer.
-const CHUNK: usize = 16 * 1024;
+#[cfg(target_os = "linux")]
+use super::splice;
+
+/// Most bytes moved per read: the default pipe capacity (16 pages).
+const CHUNK: usize = 64 * 1024;
 
 /// What the relay moved and why it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +45,9 @@ impl Failure {
     fn new(peer: Peer, err: &io::Error) -> Failure {
         let reset = matches!(
             err.kind(),
-            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionAborted
         );
         Failure { peer, reset }
     }
@@ -57,43 +62,49 @@ impl Failure {
     }
 }
 
+/// One direction of the relay: where bytes come from and go to, and its counters.
+struct Direction<'a> {
+    from: &'a TcpStream,
+    to: &'a TcpStream,
+    reader: Peer,
+    writer: Peer,
+    bytes: u64,
+    activity: &'a AtomicU64,
+    epoch: Instant,
+}
+
 /// Relays until both directions have ended, one side fails, nothing moves for `idle`, or
 /// `stop` turns true (the drain period ran out).
 pub async fn relay(
-    client: &mut TcpStream,
-    upstream: &mut TcpStream,
+    client: &TcpStream,
+    upstream: &TcpStream,
     idle: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Relayed {
     let epoch = Instant::now();
     let activity = AtomicU64::new(0);
-    let mut client_bytes = 0u64;
-    let mut server_bytes = 0u64;
+    let mut up = Direction {
+        from: client,
+        to: upstream,
+        reader: Peer::Client,
+        writer: Peer::Upstream,
+        bytes: 0,
+        activity: &activity,
+        epoch,
+    };
+    let mut down = Direction {
+        from: upstream,
+        to: client,
+        reader: Peer::Upstream,
+        writer: Peer::Client,
+        bytes: 0,
+        activity: &activity,
+        epoch,
+    };
     let outcome = {
-        let (mut client_r, mut client_w) = client.split();
-        let (mut upstream_r, mut upstream_w) = upstream.split();
-        let up = pump(
-            &mut client_r,
-            &mut upstream_w,
-            (Peer::Client, Peer::Upstream),
-            &mut client_bytes,
-            &activity,
-            epoch,
-        );
-        let down = pump(
-            &mut upstream_r,
-            &mut client_w,
-            (Peer::Upstream, Peer::Client),
-            &mut server_bytes,
-            &activity,
-            epoch,
-        );
-        let both = async { tokio::try_join!(up, down) };
+        let both = async { tokio::try_join!(up.pump(), down.pump()) };
         tokio::select! {
-            result = both => match result {
-                Ok(_) => Ok(CloseReason::Completed),
-                Err(failure) => Err(failure),
-            },
+            result = both => result.map(|_| CloseReason::Completed),
             () = idle_watch(&activity, epoch, idle) => Ok(CloseReason::IdleTimeout),
             () = stopped(&mut stop) => Ok(CloseReason::Shutdown),
         }
@@ -105,8 +116,8 @@ pub async fn relay(
             // stream for a complete one.
             if failure.reset {
                 let other = match failure.peer {
-                    Peer::Client => &*upstream,
-                    Peer::Upstream => &*client,
+                    Peer::Client => upstream,
+                    Peer::Upstream => client,
                 };
                 let _ = SockRef::from(other).set_linger(Some(Duration::ZERO));
             }
@@ -114,41 +125,132 @@ pub async fn relay(
         }
     };
     Relayed {
-        client_bytes,
-        server_bytes,
+        client_bytes: up.bytes,
+        server_bytes: down.bytes,
         reason,
     }
 }
 
-/// Copies `from` to `to` until end of stream, then shuts `to`'s write side (half-close).
-async fn pump<R, W>(
-    from: &mut R,
-    to: &mut W,
-    (reader, writer): (Peer, Peer),
-    bytes: &mut u64,
-    activity: &AtomicU64,
-    epoch: Instant,
-) -> Result<(), Failure>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(err) => return Err(Failure::new(reader, &err)),
-        };
-        activity.store(millis_since(epoch), Ordering::Relaxed);
-        if let Err(err) = to.write_all(&buf[..n]).await {
-            return Err(Failure::new(writer, &err));
+impl Direction<'_> {
+    /// Moves bytes until end of stream, then shuts the destination's write side
+    /// (half-close). Uses splice(2) through a pipe where the platform has it, so the bytes
+    /// never enter user space; otherwise copies through a buffer that exists only while
+    /// data is flowing. An idle direction holds no buffer either way.
+    async fn pump(&mut self) -> Result<(), Failure> {
+        #[cfg(target_os = "linux")]
+        {
+            self.splice().await
         }
-        *bytes += n as u64;
+        #[cfg(not(target_os = "linux"))]
+        {
+            self.copy().await
+        }
     }
-    // The peer we write to may already have gone: a failed shutdown is not data loss.
-    let _ = to.shutdown().await;
-    Ok(())
+
+    /// Runs `write(sent, left)`, a non-blocking write, until `n` bytes are sent, waiting for
+    /// the destination to become writable whenever it is full.
+    async fn send(
+        &self,
+        n: usize,
+        mut write: impl FnMut(usize, usize) -> io::Result<usize>,
+    ) -> Result<(), Failure> {
+        let mut sent = 0;
+        while sent < n {
+            match write(sent, n - sent) {
+                Ok(m) => sent += m,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    self.to
+                        .writable()
+                        .await
+                        .map_err(|e| Failure::new(self.writer, &e))?;
+                }
+                Err(err) => return Err(Failure::new(self.writer, &err)),
+            }
+        }
+        Ok(())
+    }
+
+    fn moved(&mut self, n: usize) {
+        self.bytes += n as u64;
+        self.activity
+            .store(millis_since(self.epoch), Ordering::Relaxed);
+    }
+
+    fn finish(&self) {
+        // The peer we write to may already have gone: a failed shutdown is not data loss.
+        let _ = SockRef::from(self.to).shutdown(std::net::Shutdown::Write);
+    }
+
+    async fn copy(&mut self) -> Result<(), Failure> {
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            if buf.is_empty() {
+                buf = vec![0u8; CHUNK];
+            }
+            let n = match self.from.try_read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    // Nothing to read: give the buffer back while waiting.
+                    buf = Vec::new();
+                    self.from
+                        .readable()
+                        .await
+                        .map_err(|e| Failure::new(self.reader, &e))?;
+                    continue;
+                }
+                Err(err) => return Err(Failure::new(self.reader, &err)),
+            };
+            self.send(n, |sent, _| self.to.try_write(&buf[sent..n]))
+                .await?;
+            self.moved(n);
+        }
+        self.finish();
+        Ok(())
+    }
+
+    /// Moves bytes with splice(2); holds a pipe only while bytes are in flight. Falls back
+    /// to `copy` when no pipe can be had.
+    #[cfg(target_os = "linux")]
+    async fn splice(&mut self) -> Result<(), Failure> {
+        loop {
+            self.from
+                .readable()
+                .await
+                .map_err(|e| Failure::new(self.reader, &e))?;
+            let Some(pipe) = splice::Pipe::take() else {
+                return self.copy().await;
+            };
+            // The pipe is empty whenever `fill` runs, so EAGAIN can only mean the socket has
+            // nothing: give the empty pipe back and wait.
+            loop {
+                let n = match self
+                    .from
+                    .try_io(Interest::READABLE, || pipe.fill(self.from, CHUNK))
+                {
+                    Ok(n) => n,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        pipe.give_back();
+                        break;
+                    }
+                    Err(err) => return Err(Failure::new(self.reader, &err)),
+                };
+                if n == 0 {
+                    pipe.give_back();
+                    self.finish();
+                    return Ok(());
+                }
+                // The pipe holds the bytes not yet sent, so EAGAIN can only mean the socket is
+                // full. On failure the pipe still holds bytes: it is dropped, not pooled.
+                self.send(n, |_, left| {
+                    self.to
+                        .try_io(Interest::WRITABLE, || pipe.drain(self.to, left))
+                })
+                .await?;
+                self.moved(n);
+            }
+        }
+    }
 }
 
 fn millis_since(epoch: Instant) -> u64 {
@@ -177,27 +279,32 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     /// A connected loopback pair: (the end a peer holds, the end the gateway holds).
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let outside = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let outside = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
         let (inside, _) = listener.accept().await.unwrap();
         (outside, inside)
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
     }
 
     #[tokio::test]
     async fn half_close_still_delivers_the_whole_response_in_order() {
-        let (mut client, mut gw_client) = pair().await;
-        let (mut server, mut gw_upstream) = pair().await;
+        let (mut client, gw_client) = pair().await;
+        let (mut server, gw_upstream) = pair().await;
         let (_stop_tx, stop) = watch::channel(false);
         let gateway = tokio::spawn(async move {
-            relay(&mut gw_client, &mut gw_upstream, Duration::from_secs(30), stop).await
+            relay(&gw_client, &gw_upstream, Duration::from_secs(30), stop).await
         });
         let request = pattern(100_000, 1);
         let response = pattern(3_000_000, 7);
@@ -214,21 +321,29 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         assert!(got == expected_response, "response corrupted or truncated");
-        assert!(server_side.await.unwrap() == request, "request corrupted or truncated");
+        assert!(
+            server_side.await.unwrap() == request,
+            "request corrupted or truncated"
+        );
         let relayed = gateway.await.unwrap();
         assert_eq!(relayed.reason, CloseReason::Completed);
-        assert_eq!((relayed.client_bytes, relayed.server_bytes), (100_000, 3_000_000));
+        assert_eq!(
+            (relayed.client_bytes, relayed.server_bytes),
+            (100_000, 3_000_000)
+        );
     }
 
     #[tokio::test]
     async fn upstream_reset_is_passed_on_as_a_reset() {
-        let (mut client, mut gw_client) = pair().await;
-        let (server, mut gw_upstream) = pair().await;
+        let (mut client, gw_client) = pair().await;
+        let (server, gw_upstream) = pair().await;
         let (_stop_tx, stop) = watch::channel(false);
         let gateway = tokio::spawn(async move {
-            relay(&mut gw_client, &mut gw_upstream, Duration::from_secs(30), stop).await
+            relay(&gw_client, &gw_upstream, Duration::from_secs(30), stop).await
         });
-        SockRef::from(&server).set_linger(Some(Duration::ZERO)).unwrap();
+        SockRef::from(&server)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
         drop(server);
         let relayed = gateway.await.unwrap();
         assert_eq!(relayed.reason, CloseReason::UpstreamReset);
@@ -239,22 +354,54 @@ mod tests {
 
     #[tokio::test]
     async fn idle_connection_is_closed_and_named() {
-        let (_client, mut gw_client) = pair().await;
-        let (_server, mut gw_upstream) = pair().await;
+        let (_client, gw_client) = pair().await;
+        let (_server, gw_upstream) = pair().await;
         let (_stop_tx, stop) = watch::channel(false);
-        let relayed = relay(&mut gw_client, &mut gw_upstream, Duration::from_millis(200), stop).await;
+        let relayed = relay(&gw_client, &gw_upstream, Duration::from_millis(200), stop).await;
         assert_eq!(relayed.reason, CloseReason::IdleTimeout);
     }
 
     #[tokio::test]
     async fn drain_expiry_stops_the_relay() {
-        let (_client, mut gw_client) = pair().await;
-        let (_server, mut gw_upstream) = pair().await;
+        let (_client, gw_client) = pair().await;
+        let (_server, gw_upstream) = pair().await;
         let (stop_tx, stop) = watch::channel(false);
         let gateway = tokio::spawn(async move {
-            relay(&mut gw_client, &mut gw_upstream, Duration::from_secs(30), stop).await
+            relay(&gw_client, &gw_upstream, Duration::from_secs(30), stop).await
         });
         stop_tx.send(true).unwrap();
         assert_eq!(gateway.await.unwrap().reason, CloseReason::Shutdown);
+    }
+
+    #[tokio::test]
+    async fn copy_fallback_relays_in_order_and_half_closes() {
+        let (mut client, gw_client) = pair().await;
+        let (mut server, gw_upstream) = pair().await;
+        let data = pattern(5_000_000, 3);
+        let expected = data.clone();
+        let sender = tokio::spawn(async move {
+            client.write_all(&data).await.unwrap();
+            client.shutdown().await.unwrap();
+            client
+        });
+        let activity = AtomicU64::new(0);
+        let mut direction = Direction {
+            from: &gw_client,
+            to: &gw_upstream,
+            reader: Peer::Client,
+            writer: Peer::Upstream,
+            bytes: 0,
+            activity: &activity,
+            epoch: Instant::now(),
+        };
+        let (moved, got) = tokio::join!(direction.copy(), async {
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        moved.unwrap();
+        assert!(got == expected, "copied stream differs");
+        assert_eq!(direction.bytes, 5_000_000);
+        drop(sender.await.unwrap());
     }
 }

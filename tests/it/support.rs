@@ -82,10 +82,20 @@ impl Gateway {
         while TcpStream::connect_timeout(&listen, Duration::from_millis(100)).is_err() {
             if let Some(status) = gw.child.as_mut().unwrap().try_wait().unwrap() {
                 let mut err = String::new();
-                gw.child.as_mut().unwrap().stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                gw.child
+                    .as_mut()
+                    .unwrap()
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
                 panic!("gateway exited with {status} before listening: {err}");
             }
-            assert!(Instant::now() < deadline, "gateway never listened on {listen}");
+            assert!(
+                Instant::now() < deadline,
+                "gateway never listened on {listen}"
+            );
             thread::sleep(Duration::from_millis(20));
         }
         // The readiness probe above is itself a connection: wait for its two events.
@@ -105,7 +115,11 @@ impl Gateway {
             if events.len() >= n {
                 return events;
             }
-            assert!(Instant::now() < deadline, "expected {n} events, got {}: {events:#?}", events.len());
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} events, got {}: {events:#?}",
+                events.len()
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -114,15 +128,30 @@ impl Gateway {
     /// at least `pairs` of each.
     pub fn connections_after(&self, skip: usize, pairs: usize) -> (Vec<Value>, Vec<Value>) {
         let events = self.wait_events(skip + 2 * pairs);
-        let (closes, decisions): (Vec<Value>, Vec<Value>) =
-            events[skip..].iter().cloned().partition(|e| e["event"]["action"] == "closed");
+        let (closes, decisions): (Vec<Value>, Vec<Value>) = events[skip..]
+            .iter()
+            .cloned()
+            .partition(|e| e["event"]["action"] == "closed");
         (decisions, closes)
+    }
+
+    /// Sends a signal (`HUP`, `USR1`, ...) to the gateway.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap()
+            .success());
     }
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -230,7 +259,10 @@ pub fn noise(len: usize, mut seed: u64) -> Vec<u8> {
 /// SHA-256 of `data`, hex.
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// True when `cmd` exists on PATH.
