@@ -87,7 +87,11 @@ pub fn sniff_nntp(buf: &[u8]) -> Verdict<ServerBanner> {
     verdict((|| {
         let (_, rest) = one_of(buf, &[b"200 ", b"201 "])?;
         let (text, _) = line(rest, MAX_REPLY_LINE)?;
-        ensure([&b"NNTP"[..], b"news", b"InterNetNews"].iter().any(|w| names(text, w)))?;
+        ensure(
+            [&b"NNTP"[..], b"news", b"InterNetNews"]
+                .iter()
+                .any(|w| names(text, w)),
+        )?;
         ensure(!names(text, b"FTP") && !names(text, b"SMTP"))?;
         Ok(ServerBanner::new(text, host_word(text, false)))
     })())

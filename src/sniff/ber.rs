@@ -24,7 +24,9 @@ fn length(buf: &[u8]) -> Result<(usize, &[u8]), Stop> {
     let (bytes, rest) = take(rest, n)?;
     // Minimal encoding (DER; LDAP and Kerberos implementations send it).
     ensure(bytes[0] != 0 && (n > 1 || bytes[0] >= 0x80))?;
-    let len = bytes.iter().fold(0usize, |acc, &b| acc << 8 | usize::from(b));
+    let len = bytes
+        .iter()
+        .fold(0usize, |acc, &b| acc << 8 | usize::from(b));
     ensure(len <= MAX_LEN)?;
     Ok((len, rest))
 }
@@ -35,5 +37,8 @@ pub(super) fn small_int(buf: &[u8]) -> Result<(u32, &[u8]), Stop> {
     ensure((1..=4).contains(&len))?;
     let (bytes, rest) = take(rest, len)?;
     ensure(bytes[0] < 0x80 && (len == 1 || bytes[0] != 0 || bytes[1] >= 0x80))?;
-    Ok((bytes.iter().fold(0u32, |acc, &b| acc << 8 | u32::from(b)), rest))
+    Ok((
+        bytes.iter().fold(0u32, |acc, &b| acc << 8 | u32::from(b)),
+        rest,
+    ))
 }

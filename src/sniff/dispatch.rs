@@ -74,7 +74,22 @@ fn first_match(sniffers: &[Sniffer], buf: &[u8]) -> Verdict<Sniffed> {
     }
 }
 
-/// Identifies the client's first turn.
+/// Identifies the client's first turn: runs every client-first sniffer over `buf`.
+///
+/// `Match` as soon as one sniffer matches; `NoMatch` when every sniffer has said `NoMatch`;
+/// `NeedMore` while at least one still might match.
+///
+/// ```
+/// use portcullis::sniff::{sniff_client, Protocol, Verdict};
+///
+/// let request = b"GET /index.html HTTP/1.1\r\nHost: www.example.com\r\n\r\n";
+/// assert_eq!(sniff_client(&request[..20]), Verdict::NeedMore);
+/// let Verdict::Match(sniffed) = sniff_client(request) else { unreachable!() };
+/// assert_eq!(sniffed.protocol, Protocol::Http);
+/// assert_eq!(sniffed.server_name(), Some("www.example.com"));
+/// // No client-first protocol starts like this.
+/// assert_eq!(sniff_client(b"\x00\x01\x02"), Verdict::NoMatch);
+/// ```
 pub fn sniff_client(buf: &[u8]) -> Verdict<Sniffed> {
     first_match(CLIENT_SNIFFERS, buf)
 }

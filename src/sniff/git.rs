@@ -23,9 +23,9 @@ fn request(buf: &[u8]) -> Result<(), Stop> {
         ensure(matches!(b, b'0'..=b'9' | b'a'..=b'f'))?;
     }
     let (hex, rest) = take(buf, 4)?;
-    let len = hex
-        .iter()
-        .fold(0usize, |acc, &b| acc << 4 | usize::from((b as char).to_digit(16).unwrap_or(0) as u8));
+    let len = hex.iter().fold(0usize, |acc, &b| {
+        acc << 4 | usize::from((b as char).to_digit(16).unwrap_or(0) as u8)
+    });
     let (service, rest) = one_of(rest, &SERVICES)?;
     ensure(len <= MAX_PKT_LEN && len > 4 + SERVICES[service].len() + 1)?;
     // The path: printable, ended by NUL inside the packet.

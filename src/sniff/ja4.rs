@@ -165,7 +165,8 @@ impl HashText {
     }
 
     fn finalize(&mut self) -> [u8; 32] {
-        self.hasher.update(self.buf.get(..self.len).unwrap_or_default());
+        self.hasher
+            .update(self.buf.get(..self.len).unwrap_or_default());
         self.hasher.finalize_reset().into()
     }
 }

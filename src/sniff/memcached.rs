@@ -16,7 +16,9 @@ pub fn sniff(buf: &[u8]) -> Verdict<()> {
 
 fn command(buf: &[u8]) -> Result<(), Stop> {
     // The command word, checked as it arrives: lowercase letters then a space or line end.
-    let word_end = buf.iter().position(|&b| !b.is_ascii_lowercase() && b != b'_');
+    let word_end = buf
+        .iter()
+        .position(|&b| !b.is_ascii_lowercase() && b != b'_');
     let word = &buf[..word_end.unwrap_or(buf.len())];
     ensure(word.len() <= 12 && COMMANDS.iter().any(|c| c.starts_with(word)))?;
     let (text, _) = line(buf, MAX_LINE)?;
@@ -41,8 +43,23 @@ fn command(buf: &[u8]) -> Result<(), Stop> {
 }
 
 const COMMANDS: [&[u8]; 18] = [
-    b"get", b"gets", b"gat", b"gats", b"set", b"add", b"replace", b"append", b"prepend",
-    b"cas", b"delete", b"incr", b"decr", b"touch", b"stats", b"version", b"flush_all",
+    b"get",
+    b"gets",
+    b"gat",
+    b"gats",
+    b"set",
+    b"add",
+    b"replace",
+    b"append",
+    b"prepend",
+    b"cas",
+    b"delete",
+    b"incr",
+    b"decr",
+    b"touch",
+    b"stats",
+    b"version",
+    b"flush_all",
     b"verbosity",
 ];
 
@@ -63,7 +80,9 @@ fn storage(args: &mut Args<'_>, n: usize) -> Result<(), Stop> {
 }
 
 fn key(arg: Option<&[u8]>) -> bool {
-    arg.is_some_and(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN && k.iter().all(|&b| b > b' ' && b != 0x7f))
+    arg.is_some_and(|k| {
+        !k.is_empty() && k.len() <= MAX_KEY_LEN && k.iter().all(|&b| b > b' ' && b != 0x7f)
+    })
 }
 
 fn keys(args: &mut Args<'_>) -> usize {
@@ -85,6 +104,8 @@ fn number(arg: Option<&[u8]>) -> bool {
 }
 
 fn rest_is_noreply(args: &mut Args<'_>) -> bool {
-    matches!((args.next(), args.next()), (None, _) | (Some(b"noreply"), None))
+    matches!(
+        (args.next(), args.next()),
+        (None, _) | (Some(b"noreply"), None)
+    )
 }
-

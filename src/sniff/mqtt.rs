@@ -19,7 +19,11 @@ fn connect(buf: &[u8]) -> Result<(), Stop> {
     let (name, rest) = one_of(rest, &[b"\x00\x04MQTT", b"\x00\x06MQIsdp"])?;
     let (level, rest) = byte(rest)?;
     // Level 4 is 3.1.1, 5 is 5.0; MQIsdp is 3.1 (level 3).
-    ensure(if name == 0 { matches!(level, 4 | 5) } else { level == 3 })?;
+    ensure(if name == 0 {
+        matches!(level, 4 | 5)
+    } else {
+        level == 3
+    })?;
     let (flags, rest) = byte(rest)?;
     let will = flags & 0x04 != 0;
     // §3.1.2.3: reserved bit 0; no will QoS 3; will QoS and retain only with a will.

@@ -35,19 +35,6 @@ pub(super) fn literal<'a>(buf: &'a [u8], lit: &[u8]) -> Result<&'a [u8], Stop> {
     }
 }
 
-/// `lit` at the start of `buf`, ASCII letters in any case: the bytes after it.
-pub(super) fn literal_ci<'a>(buf: &'a [u8], lit: &[u8]) -> Result<&'a [u8], Stop> {
-    let n = buf.len().min(lit.len());
-    let (head, want) = (buf.get(..n).unwrap_or_default(), lit.get(..n).unwrap_or_default());
-    if !head.eq_ignore_ascii_case(want) {
-        Err(Stop::NoMatch)
-    } else if n < lit.len() {
-        Err(Stop::NeedMore)
-    } else {
-        Ok(buf.get(n..).unwrap_or_default())
-    }
-}
-
 /// The first of `lits` that `buf` starts with (its index and the bytes after it); `NeedMore`
 /// while `buf` is a proper prefix of one of them.
 pub(super) fn one_of<'a>(buf: &'a [u8], lits: &[&[u8]]) -> Result<(usize, &'a [u8]), Stop> {
@@ -148,7 +135,10 @@ pub(super) fn token(
 ) -> Result<(&[u8], &[u8]), Stop> {
     for (i, &b) in buf.iter().enumerate() {
         if b == end && i > 0 {
-            return Ok((buf.get(..i).unwrap_or_default(), buf.get(i + 1..).unwrap_or_default()));
+            return Ok((
+                buf.get(..i).unwrap_or_default(),
+                buf.get(i + 1..).unwrap_or_default(),
+            ));
         }
         ensure(i < max && allowed(b))?;
     }

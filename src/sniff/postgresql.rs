@@ -18,6 +18,8 @@ pub fn sniff(buf: &[u8]) -> Verdict<()> {
 }
 
 fn first_message(buf: &[u8]) -> Result<(), Stop> {
+    // A length of at most MAX_STARTUP_LEN has two zero high bytes: judged before all four.
+    ensure(buf.iter().take(2).all(|&b| b == 0))?;
     let (len, rest) = be32(buf)?;
     ensure((8..=MAX_STARTUP_LEN).contains(&len))?;
     let (code, rest) = be32(rest)?;

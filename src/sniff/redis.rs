@@ -24,7 +24,10 @@ fn command(buf: &[u8]) -> Result<(), Stop> {
     let len = len as usize;
     // Check the name's bytes as they arrive.
     let name = rest.get(..len).unwrap_or(rest);
-    ensure(name.iter().all(|&b| b.is_ascii_alphabetic() || b == b'|' || b == b'-'))?;
+    ensure(
+        name.iter()
+            .all(|&b| b.is_ascii_alphabetic() || b == b'|' || b == b'-'),
+    )?;
     let (_, rest) = take(rest, len)?;
     literal(rest, b"\r\n").map(drop)
 }

@@ -14,7 +14,9 @@ pub fn sniff(buf: &[u8]) -> Verdict<()> {
 fn greeting(buf: &[u8]) -> Result<(), Stop> {
     let rest = literal(buf, b"@RSYNCD: ")?;
     // Check the version digits as they arrive, before the line end.
-    let version_end = rest.iter().position(|&b| b == b' ' || b == b'\n' || b == b'\r');
+    let version_end = rest
+        .iter()
+        .position(|&b| b == b' ' || b == b'\n' || b == b'\r');
     let version = &rest[..version_end.unwrap_or(rest.len())];
     let mut parts = version.splitn(2, |&b| b == b'.');
     let major = parts.next().unwrap_or_default();

@@ -12,6 +12,8 @@ const SMB2_HEADER_LEN: u16 = 64;
 const SMB2_NEGOTIATE: u16 = 0;
 /// Smallest message: a 32-byte SMB1 header plus word and byte counts.
 const MIN_LEN: usize = 35;
+/// A NEGOTIATE, with every dialect and negotiate context, stays far below 64 KiB.
+const MAX_LEN: usize = 0xffff;
 
 /// The NEGOTIATE request at the start of a client's first turn.
 pub fn sniff(buf: &[u8]) -> Verdict<()> {
@@ -21,9 +23,11 @@ pub fn sniff(buf: &[u8]) -> Verdict<()> {
 fn negotiate(buf: &[u8]) -> Result<(), Stop> {
     let (kind, rest) = byte(buf)?;
     ensure(kind == 0)?;
+    // The length's high byte is zero below MAX_LEN: judged before the other two arrive.
+    ensure(rest.first().copied().unwrap_or(0) == 0)?;
     let (len, rest) = take(rest, 3)?;
     let len = usize::from(len[0]) << 16 | usize::from(len[1]) << 8 | usize::from(len[2]);
-    ensure(len >= MIN_LEN)?;
+    ensure((MIN_LEN..=MAX_LEN).contains(&len))?;
     let (dialect, rest) = one_of(rest, &[b"\xffSMB", b"\xfeSMB"])?;
     if dialect == 0 {
         let (command, _) = byte(rest)?;

@@ -48,7 +48,10 @@ fn a_first_turn_is_never_claimed_from_the_wrong_side() {
         };
         let found = identify(other, input);
         let both_ways = matches!(protocol, Protocol::Rsync | Protocol::Telnet);
-        assert!(found.is_none() || (both_ways && found == Some(protocol)), "{name}: {found:?}");
+        assert!(
+            found.is_none() || (both_ways && found == Some(protocol)),
+            "{name}: {found:?}"
+        );
     }
 }
 
@@ -84,7 +87,10 @@ fn smtp_and_ftp_greetings_carry_text_and_host() {
 #[test]
 fn a_220_greeting_that_names_neither_smtp_nor_ftp_stays_unidentified() {
     assert_eq!(identify(Side::Server, b"220 Welcome\r\n"), None);
-    assert_eq!(identify(Side::Server, b"220 mail.example SMTP and FTP\r\n"), None);
+    assert_eq!(
+        identify(Side::Server, b"220 mail.example SMTP and FTP\r\n"),
+        None
+    );
     // A multi-line greeting is read to its last line; the name may come on any line.
     let multi = b"220-mx.example.test\r\n220-policy: no relaying\r\n220 ESMTP ready\r\n";
     assert_eq!(
@@ -113,7 +119,10 @@ fn pop3_imap_greetings_keep_their_text() {
 fn smtp_commands_and_irc_lines_are_not_http() {
     // An HTTP method is any token, so the version decides: a line without one is refused.
     assert_eq!(identify(Side::Client, b"EHLO client.example\r\n"), None);
-    assert_eq!(identify(Side::Client, bytes("irc_client_sic")), Some(Protocol::Irc));
+    assert_eq!(
+        identify(Side::Client, bytes("irc_client_sic")),
+        Some(Protocol::Irc)
+    );
     assert_eq!(identify(Side::Client, b"NICK 9bad\r\n"), None);
     assert_eq!(
         identify(Side::Client, b"CAP LS 302\r\nNICK alice\r\n"),
@@ -123,12 +132,18 @@ fn smtp_commands_and_irc_lines_are_not_http() {
 
 #[test]
 fn ldap_and_mqtt_share_a_first_byte_but_not_a_structure() {
-    assert_eq!(identify(Side::Client, bytes("ldap_client_ldapsearch")), Some(Protocol::Ldap));
+    assert_eq!(
+        identify(Side::Client, bytes("ldap_client_ldapsearch")),
+        Some(Protocol::Ldap)
+    );
     // An MQTT PUBLISH (QoS 0, topic "t/1", payload "on") starts with 0x30 like a SEQUENCE.
     let publish = b"\x30\x07\x00\x03t/1on";
     assert_eq!(identify(Side::Client, publish), None);
     // A SEQUENCE holding something other than a request (here an INTEGER 0 message id).
-    assert_eq!(identify(Side::Client, b"\x30\x05\x02\x01\x00\x42\x00"), None);
+    assert_eq!(
+        identify(Side::Client, b"\x30\x05\x02\x01\x00\x42\x00"),
+        None
+    );
     // An MQTT CONNECT with the reserved flag bit set is refused.
     let mut connect = bytes("mqtt_client_mosquitto_pub").to_vec();
     connect[9] |= 0x01;
@@ -146,7 +161,13 @@ fn binary_headers_are_checked_past_the_first_byte() {
     startup[5] = 0x04;
     assert_eq!(identify(Side::Client, &startup), None);
     // A StartupMessage without a user parameter.
-    assert_eq!(identify(Side::Client, b"\x00\x00\x00\x16\x00\x03\x00\x00database\x00shop\x00\x00"), None);
+    assert_eq!(
+        identify(
+            Side::Client,
+            b"\x00\x00\x00\x16\x00\x03\x00\x00database\x00shop\x00\x00"
+        ),
+        None
+    );
     // SMB2 with a wrong header StructureSize.
     let mut smb2 = bytes("smb_client_smbclient").to_vec();
     smb2[8] = 0x41;
