@@ -65,6 +65,13 @@ fn smtp_and_ftp_greetings_carry_text_and_host() {
             host: Some("localhost".into()),
         })
     );
+    // Exim's default banner: host, ESMTP, version and date.
+    let exim = matched(Side::Server, bytes("smtp_server_exim"));
+    assert_eq!(exim.protocol, Protocol::Smtp);
+    assert!(
+        matches!(&exim.meta, Meta::Banner(b) if b.host.as_deref() == Some("vm")
+            && b.text.starts_with("vm ESMTP Exim 4.96 "))
+    );
     let vsftpd = matched(Side::Server, bytes("ftp_server_vsftpd"));
     assert_eq!(
         vsftpd.meta,
@@ -113,6 +120,15 @@ fn pop3_imap_greetings_keep_their_text() {
     assert!(matches!(imap.meta, Meta::Banner(b) if b.text.ends_with("Dovecot (Debian) ready.")));
     // `+OKAY` is not `+OK` followed by text.
     assert_eq!(identify(Side::Server, b"+OKAY\r\n"), None);
+}
+
+#[test]
+fn nntp_greeting_names_the_service_or_stays_unidentified() {
+    let jam = matched(Side::Server, bytes("nntp_server_jamnntpd"));
+    assert_eq!(jam.protocol, Protocol::Nntp);
+    assert!(matches!(&jam.meta, Meta::Banner(b) if b.text.starts_with("Welcome to JamNNTPd")));
+    // `200` alone means "command okay" in FTP: without a news word it is nobody's.
+    assert_eq!(identify(Side::Server, b"200 Welcome\r\n"), None);
 }
 
 #[test]
