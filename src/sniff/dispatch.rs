@@ -5,8 +5,10 @@
 //! over every fixture), so the order only decides how soon a `Match` comes: the cheapest
 //! first-byte rejections run first.
 
-use super::{banner, dns, git, http, http2, irc, ldap, memcached, mqtt, mysql, nats};
-use super::{postgresql, redis, rsync, smb, socks, ssh, telnet, tls, vnc};
+use super::{amqp, banner, bittorrent, cassandra, dcerpc, dns, git, http, http2, irc, kafka};
+use super::{kerberos, ldap, memcached, mongodb, mqtt, mssql, mysql, nats, openvpn};
+use super::{postgresql, rdp, redis, rsync, rtmp, rtsp_sip, smb, socks, ssh, telnet, tls};
+use super::{vnc, xmpp};
 use super::{Meta, Protocol, Sniffed, Verdict};
 
 /// A sniffer with its protocol and metadata attached.
@@ -39,6 +41,20 @@ const CLIENT_SNIFFERS: &[Sniffer] = &[
     |b| telnet::sniff(b).map(client(Protocol::Telnet)),
     |b| irc::sniff_client(b).map(client(Protocol::Irc)),
     |b| nats::sniff_client(b).map(client(Protocol::Nats)),
+    |b| rtsp_sip::sniff_rtsp(b).map(client(Protocol::Rtsp)),
+    |b| rtsp_sip::sniff_sip(b).map(client(Protocol::Sip)),
+    |b| xmpp::sniff(b).map(client(Protocol::Xmpp)),
+    |b| amqp::sniff(b).map(client(Protocol::Amqp)),
+    |b| bittorrent::sniff(b).map(client(Protocol::Bittorrent)),
+    |b| rdp::sniff(b).map(client(Protocol::Rdp)),
+    |b| rtmp::sniff(b).map(client(Protocol::Rtmp)),
+    |b| mssql::sniff(b).map(client(Protocol::Mssql)),
+    |b| dcerpc::sniff(b).map(client(Protocol::Dcerpc)),
+    |b| cassandra::sniff(b).map(client(Protocol::Cassandra)),
+    |b| kafka::sniff(b).map(client(Protocol::Kafka)),
+    |b| kerberos::sniff(b).map(client(Protocol::Kerberos)),
+    |b| openvpn::sniff(b).map(client(Protocol::Openvpn)),
+    |b| mongodb::sniff(b).map(client(Protocol::Mongodb)),
 ];
 
 /// SSH comes last: its server may send other lines before its banner, so it decides later

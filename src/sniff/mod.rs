@@ -5,8 +5,12 @@
 //! cannot be its protocol. Sniffers do no I/O, never log and never panic on any input; the
 //! async detection driver in `proxy::detect` owns reading, deadlines and the byte cap.
 
+mod amqp;
 mod banner;
 mod ber;
+mod bittorrent;
+mod cassandra;
+mod dcerpc;
 mod dispatch;
 mod dns;
 mod git;
@@ -14,15 +18,23 @@ mod http;
 mod http2;
 mod irc;
 mod ja4;
+mod kafka;
+mod kerberos;
 mod ldap;
 mod memcached;
+mod mongodb;
 mod mqtt;
+mod mssql;
 mod mysql;
 mod nats;
+mod openvpn;
 mod parse;
 mod postgresql;
+mod rdp;
 mod redis;
 mod rsync;
+mod rtmp;
+mod rtsp_sip;
 mod smb;
 mod socks;
 mod ssh;
@@ -31,6 +43,7 @@ mod telnet;
 mod tests;
 mod tls;
 mod vnc;
+mod xmpp;
 
 use std::fmt;
 

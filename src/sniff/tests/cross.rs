@@ -2,9 +2,11 @@
 
 use super::fixtures::CATALOGUE;
 use super::*;
-use crate::sniff::{banner, dns, git, http, http2, irc, ldap, memcached, mqtt, mysql, nats};
-use crate::sniff::{postgresql, redis, rsync, smb, socks, ssh, telnet, tls, vnc};
+use crate::sniff::{amqp, banner, bittorrent, cassandra, dcerpc, dns, git, http, http2, irc};
+use crate::sniff::{kafka, kerberos, ldap, memcached, mongodb, mqtt, mssql, mysql, nats};
+use crate::sniff::{openvpn, postgresql, rdp, redis, rsync, rtmp, rtsp_sip, smb, socks, ssh};
 use crate::sniff::{sniff_client, sniff_server, Protocol, Side};
+use crate::sniff::{telnet, tls, vnc, xmpp};
 
 /// Every recorded first turn with the protocol it is, and whose turn it is.
 fn all_fixtures() -> Vec<(&'static str, &'static [u8], Protocol, Side)> {
@@ -58,6 +60,20 @@ fn every_sniffer() -> Vec<(Protocol, MatchOnly)> {
         (Protocol::Socks5, socks::sniff_socks5),
         (Protocol::Telnet, telnet::sniff),
         (Protocol::Vnc, vnc::sniff_server),
+        (Protocol::Rtsp, rtsp_sip::sniff_rtsp),
+        (Protocol::Sip, rtsp_sip::sniff_sip),
+        (Protocol::Xmpp, xmpp::sniff),
+        (Protocol::Amqp, amqp::sniff),
+        (Protocol::Bittorrent, bittorrent::sniff),
+        (Protocol::Rdp, rdp::sniff),
+        (Protocol::Rtmp, rtmp::sniff),
+        (Protocol::Mssql, mssql::sniff),
+        (Protocol::Dcerpc, dcerpc::sniff),
+        (Protocol::Cassandra, cassandra::sniff),
+        (Protocol::Kafka, kafka::sniff),
+        (Protocol::Kerberos, kerberos::sniff),
+        (Protocol::Openvpn, openvpn::sniff),
+        (Protocol::Mongodb, mongodb::sniff),
     ]
 }
 
