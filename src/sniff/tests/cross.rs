@@ -128,6 +128,28 @@ fn dispatch_names_the_protocol_and_the_side() {
 }
 
 #[test]
+fn bytes_after_a_complete_first_turn_do_not_change_the_answer() {
+    // A client that pipelines its next message, or junk appended to slip past a sniffer.
+    for (name, input, protocol, side) in all_fixtures() {
+        let sniff = match side {
+            Side::Client => sniff_client,
+            Side::Server => sniff_server,
+        };
+        for tail in [
+            &b"\x00"[..],
+            b"\xff\xfe junk\r\n",
+            &[0x16, 0x03, 0x01, 0x02, 0x00],
+        ] {
+            let longer = [input, tail].concat();
+            match sniff(&longer) {
+                Verdict::Match(s) => assert_eq!(s.protocol, protocol, "{name}"),
+                other => panic!("{name} + {tail:?}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
 fn server_name_comes_from_sni_or_host() {
     let name = |input| match sniff_client(input) {
         Verdict::Match(s) => s.server_name().map(str::to_owned),

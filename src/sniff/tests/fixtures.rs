@@ -17,10 +17,11 @@ macro_rules! fixture {
 }
 
 /// Every catalogue fixture: its file name, bytes, protocol and whose first turn it is.
-pub(crate) const CATALOGUE: [(&str, &[u8], Protocol, Side); 49] = [
+pub(crate) const CATALOGUE: [(&str, &[u8], Protocol, Side); 50] = [
     fixture!("amqp_client_py_amqp", Amqp, Client),
     fixture!("bittorrent_client_libtorrent", Bittorrent, Client),
     fixture!("cassandra_client_python_driver", Cassandra, Client),
+    fixture!("cassandra_client_python_driver_startup", Cassandra, Client),
     fixture!("dcerpc_client_impacket", Dcerpc, Client),
     fixture!("dns_client_dig", Dns, Client),
     fixture!("ftp_server_pyftpdlib", Ftp, Server),

@@ -5,6 +5,7 @@ mod cross;
 mod fixtures;
 mod http;
 mod ssh;
+mod structure;
 mod tls;
 
 use std::fmt::Debug;
