@@ -27,11 +27,16 @@ fn noise() -> Vec<u8> {
 
 fn classify(c: &mut Criterion) {
     let noise = noise();
-    let client: [(&str, &[u8]); 5] = [
+    let client: [(&str, &[u8]); 6] = [
         ("tls_clienthello_517b_curl", fixture!("tls_curl.bin")),
         ("tls_clienthello_pq_rustls", fixture!("tls_rustls_pq.bin")),
         ("http_get_curl", fixture!("http_curl_get.bin")),
         ("ssh_banner_openssh", fixture!("ssh_client_openssh.bin")),
+        // The last sniffer in the client table: every other one refuses it first.
+        (
+            "mongodb_op_query_pymongo",
+            fixture!("mongodb_client_pymongo.bin"),
+        ),
         ("no_match_1k_noise", &noise),
     ];
     let mut group = c.benchmark_group("sniff_client");
@@ -44,11 +49,16 @@ fn classify(c: &mut Criterion) {
         group.bench_function(name, |b| b.iter(|| sniff_client(black_box(input))));
     }
     group.finish();
-    let server = fixture!("ssh_server_openssh.bin");
-    assert!(matches!(sniff_server(server), Verdict::Match(_)));
-    c.bench_function("sniff_server/ssh_banner_openssh", |b| {
-        b.iter(|| sniff_server(black_box(server)))
-    });
+    let server: [(&str, &[u8]); 2] = [
+        ("ssh_banner_openssh", fixture!("ssh_server_openssh.bin")),
+        ("smtp_banner_exim", fixture!("smtp_server_exim.bin")),
+    ];
+    let mut group = c.benchmark_group("sniff_server");
+    for (name, input) in server {
+        assert!(matches!(sniff_server(input), Verdict::Match(_)), "{name}");
+        group.bench_function(name, |b| b.iter(|| sniff_server(black_box(input))));
+    }
+    group.finish();
 }
 
 criterion_group!(benches, classify);

@@ -34,13 +34,16 @@ fn bind(buf: &[u8]) -> Result<(), Stop> {
     ensure(matches!(drep[0], 0x00 | 0x01 | 0x10 | 0x11) && drep[1] <= 3)?;
     ensure(drep[2] == 0 && drep[3] == 0)?;
     let little = drep[0] & 0x10 != 0;
-    let u16_at = |b: &[u8]| match little {
-        true => u16::from_le_bytes([b[0], b[1]]),
-        false => u16::from_be_bytes([b[0], b[1]]),
+    let u16_at = |b: [u8; 2]| {
+        usize::from(if little {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        })
     };
     let (lengths, rest) = take(rest, 4)?;
-    let frag_len = usize::from(u16_at(&lengths[..2]));
-    let auth_len = usize::from(u16_at(&lengths[2..]));
+    let frag_len = u16_at([lengths[0], lengths[1]]);
+    let auth_len = u16_at([lengths[2], lengths[3]]);
     let (_call_id, rest) = take(rest, 4)?;
     let (fixed, rest) = take(rest, BIND_FIXED_LEN)?;
     let contexts = usize::from(fixed[8]);
