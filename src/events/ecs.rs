@@ -6,9 +6,10 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
+use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use crate::sniff::{Meta, Sniffed};
+use crate::sniff::{Meta, ServerBanner, Sniffed};
 
 /// `@timestamp`, RFC 3339 with milliseconds, written without an intermediate string.
 pub struct Timestamp(pub SystemTime);
@@ -164,6 +165,9 @@ pub struct Details<'a> {
     pub tls: Option<TlsDetails<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshDetails<'a>>,
+    /// `<protocol>: {banner, host}` for a server that greets first.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub banner: Option<BannerDetails<'a>>,
 }
 
 #[derive(Serialize)]
@@ -175,6 +179,33 @@ pub struct TlsDetails<'a> {
 #[derive(Serialize)]
 pub struct SshDetails<'a> {
     pub banner: &'a str,
+}
+
+/// A server greeting, keyed by its protocol's name (`portcullis.smtp.banner`, `.host`).
+pub struct BannerDetails<'a> {
+    pub protocol: &'static str,
+    pub banner: &'a ServerBanner,
+}
+
+#[derive(Serialize)]
+struct BannerFields<'a> {
+    banner: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
+}
+
+impl Serialize for BannerDetails<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry(
+            self.protocol,
+            &BannerFields {
+                banner: &self.banner.text,
+                host: self.banner.host.as_deref(),
+            },
+        )?;
+        map.end()
+    }
 }
 
 /// `0x0304` -> "1.3".
@@ -229,6 +260,12 @@ pub fn observed(sniffed: &Sniffed) -> (Observed<'_>, Details<'_>) {
         Meta::Ssh(ssh) => {
             details.ssh = Some(SshDetails {
                 banner: &ssh.banner,
+            });
+        }
+        Meta::Banner(banner) => {
+            details.banner = Some(BannerDetails {
+                protocol: sniffed.protocol.name(),
+                banner,
             });
         }
     }

@@ -2,7 +2,7 @@
 //! events, since SIEM pipelines parse them.
 
 use super::*;
-use crate::sniff::{HttpRequest, Meta, Side, SshBanner, TlsHello};
+use crate::sniff::{sniff_server, HttpRequest, Meta, Side, SshBanner, TlsHello, Verdict};
 use serde_json::{json, Value};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -116,6 +116,48 @@ fn allowed_tls_and_http_carry_their_ecs_objects_and_no_threat() {
     assert_eq!(event["url"], json!({"domain": "example.com"}));
     assert_eq!(event["user_agent"], json!({"original": "curl/7.88.1"}));
     assert_eq!(event["threat"]["technique"]["id"], json!(["T1571"]));
+}
+
+#[test]
+fn smtp_server_banner_is_under_its_protocol_name_with_the_host() {
+    // The greeting aiosmtpd sends, through the real server-side sniffer.
+    let Verdict::Match(smtp) = sniff_server(b"220 mail.example.test Python SMTP 1.4.3\r\n") else {
+        panic!("an SMTP greeting is identified");
+    };
+    let event =
+        parse(&decision(Some(&smtp), Action::Blocked, Reason::ProtocolNotAllowed).to_json());
+    assert_eq!(
+        event,
+        json!({
+            "@timestamp": "2026-11-28T10:00:00.123Z",
+            "event": {"kind": "alert", "category": ["network", "intrusion_detection"],
+                      "type": ["connection", "denied"], "action": "blocked",
+                      "reason": "protocol_not_allowed", "outcome": "failure"},
+            "source": {"ip": "10.10.1.5", "port": 51234},
+            "destination": {"ip": "203.0.113.7", "port": 443},
+            "network": {"transport": "tcp", "type": "ipv4", "protocol": "smtp", "name": "workstations"},
+            "rule": {"id": "workstations/allow[0]", "ruleset": "workstations", "version": "abc123"},
+            "threat": {"framework": "MITRE ATT&CK",
+                       "technique": {"id": ["T1571"], "name": ["Non-Standard Port"]}},
+            "portcullis": {"mode": "block", "expected_protocols": ["tls"], "would_block": true,
+                           "detection": "matched", "listener": "redirect", "side": "server",
+                           "smtp": {"banner": "mail.example.test Python SMTP 1.4.3",
+                                    "host": "mail.example.test"}}
+        })
+    );
+}
+
+#[test]
+fn sniff_report_shows_a_banner_without_a_host_too() {
+    let Verdict::Match(ftp) = sniff_server(b"220 (vsFTPd 3.0.3)\r\n") else {
+        panic!("a vsftpd greeting is identified");
+    };
+    assert_eq!(
+        parse(&sniff_report(Some(&ftp), "matched", 2121)),
+        json!({"protocol": "ftp", "detection": "matched", "side": "server",
+               "destination": {"port": 2121},
+               "portcullis": {"side": "server", "ftp": {"banner": "(vsFTPd 3.0.3)"}}})
+    );
 }
 
 #[test]

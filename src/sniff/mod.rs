@@ -5,16 +5,49 @@
 //! cannot be its protocol. Sniffers do no I/O, never log and never panic on any input; the
 //! async detection driver in `proxy::detect` owns reading, deadlines and the byte cap.
 
+mod amqp;
+mod banner;
+mod ber;
+mod bittorrent;
+mod cassandra;
+mod dcerpc;
+mod dispatch;
+mod dns;
+mod git;
 mod http;
 mod http2;
+mod irc;
 mod ja4;
+mod kafka;
+mod kerberos;
+mod ldap;
+mod memcached;
+mod mongodb;
+mod mqtt;
+mod mssql;
+mod mysql;
+mod nats;
+mod openvpn;
+mod parse;
+mod postgresql;
+mod rdp;
+mod redis;
+mod rsync;
+mod rtmp;
+mod rtsp_sip;
+mod smb;
+mod socks;
 mod ssh;
+mod telnet;
 #[cfg(test)]
 mod tests;
 mod tls;
+mod vnc;
+mod xmpp;
 
 use std::fmt;
 
+pub use dispatch::{sniff_client, sniff_server};
 pub use tls::TlsHello;
 
 /// An application protocol, by its ECS `network.protocol` name (contract: never renamed).
@@ -219,6 +252,8 @@ pub enum Meta {
     Tls(TlsHello),
     Http(HttpRequest),
     Ssh(SshBanner),
+    /// The greeting of a server that speaks first (SMTP, FTP, POP3, IMAP, NNTP).
+    Banner(ServerBanner),
 }
 
 impl Sniffed {
@@ -226,6 +261,14 @@ impl Sniffed {
         Sniffed {
             protocol,
             side: Side::Client,
+            meta,
+        }
+    }
+
+    fn server(protocol: Protocol, meta: Meta) -> Sniffed {
+        Sniffed {
+            protocol,
+            side: Side::Server,
             meta,
         }
     }
@@ -255,57 +298,21 @@ pub struct SshBanner {
     pub banner: String,
 }
 
-/// A client-first sniffer, with its protocol and metadata attached.
-type ClientSniffer = fn(&[u8]) -> Verdict<Sniffed>;
-
-/// The client-first sniffers, in the order they are asked. Their protocols exclude each
-/// other from the first bytes (0x16, `SSH-`, `PRI * HTTP/2.0`, a method token), so the order
-/// only decides how soon a `Match` comes.
-const CLIENT_SNIFFERS: [ClientSniffer; 4] = [
-    |b| tls::sniff(b).map(|hello| Sniffed::client(Protocol::Tls, Meta::Tls(hello))),
-    |b| ssh::sniff_client(b).map(|banner| Sniffed::client(Protocol::Ssh, Meta::Ssh(banner))),
-    |b| http2::sniff(b).map(|()| Sniffed::client(Protocol::Http2, Meta::None)),
-    |b| http::sniff(b).map(|req| Sniffed::client(Protocol::Http, Meta::Http(req))),
-];
-
-/// Identifies the client's first turn: runs every client-first sniffer over `buf`.
-///
-/// `Match` as soon as one sniffer matches; `NoMatch` when every sniffer has said `NoMatch`;
-/// `NeedMore` while at least one still might match.
-///
-/// ```
-/// use portcullis::sniff::{sniff_client, Protocol, Verdict};
-///
-/// let request = b"GET /index.html HTTP/1.1\r\nHost: www.example.com\r\n\r\n";
-/// assert_eq!(sniff_client(&request[..20]), Verdict::NeedMore);
-/// let Verdict::Match(sniffed) = sniff_client(request) else { unreachable!() };
-/// assert_eq!(sniffed.protocol, Protocol::Http);
-/// assert_eq!(sniffed.server_name(), Some("www.example.com"));
-/// // The first byte of a TLS record is 0x16, of an SSH banner 'S': not these.
-/// assert_eq!(sniff_client(b"\x00\x01\x02"), Verdict::NoMatch);
-/// ```
-pub fn sniff_client(buf: &[u8]) -> Verdict<Sniffed> {
-    let mut need_more = false;
-    for sniffer in CLIENT_SNIFFERS {
-        match sniffer(buf) {
-            Verdict::Match(sniffed) => return Verdict::Match(sniffed),
-            Verdict::NeedMore => need_more = true,
-            Verdict::NoMatch => {}
-        }
-    }
-    if need_more {
-        Verdict::NeedMore
-    } else {
-        Verdict::NoMatch
-    }
+/// A server's greeting line: its text and, where the protocol puts one there, the host name
+/// it announces (RFC 5321 §4.2: an SMTP greeting starts with the server's domain).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServerBanner {
+    /// The first greeting line after the reply code, without its line end.
+    pub text: String,
+    pub host: Option<String>,
 }
 
-/// Identifies the server's first turn, for server-first protocols: an SSH server's
-/// identification string, possibly after other lines (RFC 4253 §4.2).
-pub fn sniff_server(buf: &[u8]) -> Verdict<Sniffed> {
-    ssh::sniff_server(buf).map(|banner| Sniffed {
-        protocol: Protocol::Ssh,
-        side: Side::Server,
-        meta: Meta::Ssh(banner),
-    })
+impl ServerBanner {
+    /// Allocates: called only on a `Match`.
+    fn new(text: &[u8], host: Option<&[u8]>) -> ServerBanner {
+        ServerBanner {
+            text: String::from_utf8_lossy(text).into_owned(),
+            host: host.map(|h| String::from_utf8_lossy(h).to_ascii_lowercase()),
+        }
+    }
 }

@@ -1,8 +1,11 @@
 //! Sniffer tests over bytes recorded from real programs (tests/fixtures/sniff/README.md).
 
+mod catalogue;
 mod cross;
+mod fixtures;
 mod http;
 mod ssh;
+mod structure;
 mod tls;
 
 use std::fmt::Debug;
