@@ -289,7 +289,7 @@ mod tests {
             Some(Detection::TooLarge)
         );
         let junk = seen(
-            turn(b"\x00\x01", Some(1), None),
+            turn(b"\x00\x01\x02\x03\x04\x05\x06\x07", Some(1), None),
             turn(b"", None, None),
             false,
         );

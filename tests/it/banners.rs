@@ -73,6 +73,13 @@ fn smtp_and_ftp_pass_on_their_ports_and_never_show_a_banner_on_a_tls_port() {
     let c = lab.connection(CB_V4, SMTP_V4, 25);
     assert_server_decided(&c, "smtp", "allowed", "allowed");
     assert_eq!(c.d("/rule/id"), "block/allow[3]");
+    // aiosmtpd greets "220 HOST Python SMTP 1.4.3": the banner and its host are in the event.
+    assert!(
+        c.d("/portcullis/smtp/banner").contains("Python SMTP"),
+        "{:#}",
+        c.decision
+    );
+    assert!(!c.d("/portcullis/smtp/host").is_empty(), "{:#}", c.decision);
     assert!(c.close_u64("/source/bytes") > 0 && c.close_u64("/destination/bytes") > 0);
 
     // SMTP on 443 (TLS only): refused; curl never sees the 220 greeting.
