@@ -5,6 +5,7 @@
 
 mod cli;
 mod e2e;
+mod explicit;
 mod forward;
 mod lab;
 mod ops;

@@ -54,7 +54,7 @@ pub async fn serve(
         Request::Connect(target) => match open(shared, accepted, admission, target).await {
             Ok(opened) => {
                 if write_all(&mut client, b"HTTP/1.1 200 Connection established\r\n\r\n").await {
-                    opened.judge(shared, client).await;
+                    opened.judge(shared, client, None).await;
                 }
             }
             Err(refusal) => answer_and_close(client, &refusal_answer(refusal)).await,

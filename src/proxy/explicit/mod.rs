@@ -100,8 +100,9 @@ struct Opened {
 
 impl Opened {
     /// After the proxy protocol told the client it is connected: the tunnel's first bytes
-    /// are judged like any connection's.
-    async fn judge(self, shared: &Shared, client: TcpStream) {
+    /// are judged like any connection's. `read` is the client's first turn when the proxy
+    /// has read (and rewritten) it itself.
+    async fn judge(self, shared: &Shared, client: TcpStream, read: Option<Detected>) {
         let Opened {
             known,
             policy,
@@ -109,28 +110,7 @@ impl Opened {
             upstream,
             _slot,
         } = self;
-        conn::judge(shared, &policy, gate, client, &known, Some(upstream), None).await;
-    }
-
-    /// As `judge`, for a client whose first turn the proxy has read (and rewritten) itself.
-    async fn judge_read(self, shared: &Shared, client: TcpStream, read: Detected) {
-        let Opened {
-            known,
-            policy,
-            gate,
-            upstream,
-            _slot,
-        } = self;
-        conn::judge(
-            shared,
-            &policy,
-            gate,
-            client,
-            &known,
-            Some(upstream),
-            Some(read),
-        )
-        .await;
+        conn::judge(shared, &policy, gate, client, &known, Some(upstream), read).await;
     }
 }
 

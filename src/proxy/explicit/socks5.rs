@@ -53,7 +53,7 @@ pub async fn serve(
                     .await
                     .is_ok()
                 {
-                    opened.judge(shared, client).await;
+                    opened.judge(shared, client, None).await;
                 }
             }
             Err(refusal) => answer_and_close(client, &reply(refusal_reply(refusal), None)).await,

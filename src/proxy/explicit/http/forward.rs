@@ -188,7 +188,7 @@ pub async fn serve(
                 sniffed,
                 buf: head,
             };
-            opened.judge_read(shared, client, read).await;
+            opened.judge(shared, client, Some(read)).await;
         }
         Err(refusal) => answer_and_close(client, &refusal_answer(refusal)).await,
     }
