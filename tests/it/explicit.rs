@@ -42,7 +42,8 @@ impl Drop for ProxyLab {
     }
 }
 
-const POLICY: &str = "[[allow]]\nports = [443]\nprotocols = [\"tls\"]\n\n\
+const POLICY: &str =
+    "[[allow]]\nports = [443]\nprotocols = [\"tls\"]\nserver_names = [\"web.lab.test\"]\n\n\
     [[allow]]\nports = [80, 8080]\nprotocols = [\"http\"]\n\n\
     [[allow]]\nports = [22]\nprotocols = [\"ssh\"]\n";
 
@@ -78,7 +79,7 @@ impl ProxyLab {
             .join(me.lab.ns(GW))
             .join("hosts");
         let mut text = fs::read_to_string(&hosts).unwrap();
-        text.push_str("10.77.2.1 gw.lab.test\n");
+        text.push_str("10.77.2.1 gw.lab.test\n10.77.2.2 other.lab.test\n");
         fs::write(&hosts, text).unwrap();
         // A destination that never answers: SYNs to 10.77.2.2:22 are dropped.
         me.lab
@@ -471,6 +472,23 @@ fn refusals_before_the_tunnel_have_exact_codes_and_events() {
         p.conn("socks5", "localhost", 443).d("/event/reason"),
         "self_destination"
     );
+
+    // server_names match the host the client asked for as well as the SNI: a CONNECT to
+    // other.lab.test carrying SNI web.lab.test (the same server) is refused in the tunnel.
+    let curl = p.lab.curl(
+        CB,
+        &[
+            "-x",
+            &format!("http://{HTTP_PROXY}"),
+            "--connect-to",
+            "web.lab.test:443:other.lab.test:443",
+            "https://web.lab.test/",
+        ],
+    );
+    assert!(!curl.status.success(), "refused inside the tunnel");
+    let e = p.conn("http_proxy", "other.lab.test", 443);
+    assert_eq!(e.d("/event/reason"), "server_name_not_allowed");
+    assert_eq!(e.d("/tls/client/server_name"), "web.lab.test");
 
     // A name that does not resolve: 502 / 0x04 and a close event that says so.
     assert_eq!(
