@@ -63,6 +63,7 @@ start() {
   shift 2
   setsid ip netns exec "$ns" "$@" >"$OUT/$name.log" 2>&1 &
   pgids+=("$!")
+  disown "$!"
 }
 
 wait_port() {
