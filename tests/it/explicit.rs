@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::lab::{tool, Gateway, Lab, CB, CB_V4, GW, SRV, SSH_V4, WEB_V4};
+use crate::lab::{tool, Gateway, Lab, CB, CB_V4, GW, SRV, SSH_V4, WEB_V4, WEB_V6};
 
 const HTTP_PROXY: &str = "10.77.1.1:3128";
 const SOCKS: &str = "10.77.1.1:1080";
@@ -307,6 +307,33 @@ fn https_through_both_proxies_is_allowed_and_large_transfers_arrive_intact() {
     assert_eq!(e.d("/event/action"), "allowed");
     assert_eq!(e.d("/network/protocol"), "tls");
     assert_eq!(e.d("/rule/id"), "block/allow[0]");
+
+    // IPv6 literals: CONNECT [fd77:2::2]:443, and SOCKS5 address type 4 (curl resolving
+    // the name itself); the SNI still names the server.
+    let to_v6 = ["--connect-to", "web.lab.test:443:[fd77:2::2]:443"];
+    let via_v6 = p.lab.curl(
+        CB,
+        &[
+            &["-x", &format!("http://{HTTP_PROXY}")][..],
+            &to_v6,
+            &["https://web.lab.test/"],
+        ]
+        .concat(),
+    );
+    assert_eq!(ok_stdout(&via_v6), page);
+    assert_eq!(p.conn("http_proxy", WEB_V6, 443).d("/network/type"), "ipv6");
+    let resolve_v6 = ["--resolve", "web.lab.test:443:[fd77:2::2]"];
+    let socks_v6 = p.lab.curl(
+        CB,
+        &[
+            &["--socks5", SOCKS][..],
+            &resolve_v6,
+            &["https://web.lab.test/"],
+        ]
+        .concat(),
+    );
+    assert_eq!(ok_stdout(&socks_v6), page);
+    assert_eq!(p.conn("socks5", WEB_V6, 443).d("/event/action"), "allowed");
 
     let want = p.lab.make_big_file(BIG);
     for (flag, proxy) in [
