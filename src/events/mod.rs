@@ -112,6 +112,9 @@ pub struct DecisionEvent<'a> {
     pub detection: Detection,
     pub expected_protocols: &'a [Protocol],
     pub would_block: bool,
+    /// The protocol the server's first turn named after a client-first verdict (both
+    /// sides must agree): `portcullis.server_protocol`.
+    pub server_protocol: Option<Protocol>,
     /// `portcullis replay`: the capture file the flow came from.
     pub capture: Option<&'a str>,
 }
@@ -178,6 +181,8 @@ struct DecisionDetails<'a> {
     would_block: bool,
     detection: &'static str,
     listener: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_protocol: Option<&'static str>,
     #[serde(flatten)]
     details: Details<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,6 +240,7 @@ impl DecisionEvent<'_> {
                 detection: self.detection.name(),
                 listener: self.flow.listener,
                 details,
+                server_protocol: self.server_protocol.map(Protocol::name),
                 replay: self.capture.map(|file| Capture { file }),
             },
         })

@@ -33,6 +33,7 @@ fn decision<'a>(sniffed: Option<&'a Sniffed>, action: Action, reason: Reason) ->
         detection: Detection::Matched,
         expected_protocols: &[Protocol::Tls],
         would_block: reason != Reason::Allowed && reason != Reason::ExemptDestination,
+        server_protocol: None,
         capture: None,
     }
 }

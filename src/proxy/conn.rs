@@ -1,6 +1,6 @@
 //! One connection, start to finish: original destination, admission, gate, detection,
 //! decision, then forward (replaying the bytes read) or refuse; a decision event and a close
-//! event, always.
+//! event, always. Explicit proxies join at [`judge`], once they know the destination.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout, Instant};
 
+use super::agree::{server_answer, Answer};
 use super::detect::{client_first_turn, server_first_turn, ClientTurn, Detected};
 use super::relay::{relay, Relayed};
 use super::{orig_dst, ListenerInfo, Shared};
@@ -74,6 +75,7 @@ impl Known {
         policy: &Policy,
         decision: &Decision,
         detected: Option<&Detected>,
+        server_protocol: Option<Protocol>,
     ) {
         let sniffed = detected.and_then(|d| d.sniffed.as_ref());
         let segment = policy.segment(decision);
@@ -92,6 +94,7 @@ impl Known {
                 detection: detected.map_or(Detection::Skipped, |d| d.stop),
                 expected_protocols: &decision.expected_protocols,
                 would_block: decision.would_block(),
+                server_protocol,
                 capture: None,
             }
             .to_json_for(self.domain.as_deref()),
@@ -125,11 +128,12 @@ impl Known {
 }
 
 /// Everything after "the client and its destination are known", the same for every
-/// listener: detection (client first, then the server's banner), decision, refusal or
-/// relay, one decision event and one close event. `dialled` is the upstream an explicit
-/// proxy connected before answering its client; it is sent nothing until the verdict.
-/// `read` is the client's first turn when the proxy protocol has read it already (an
-/// absolute-form request, rewritten): it is judged as detection would have judged it.
+/// listener: detection (client first, then the server's banner), decision, the server's
+/// first turn confirming a client-first verdict, refusal or relay, one decision event and
+/// one close event. `dialled` is the upstream an explicit proxy connected before answering
+/// its client; it is sent nothing until the verdict. `read` is the client's first turn when
+/// the proxy protocol has read it already (an absolute-form request, rewritten): it is
+/// judged as detection would have judged it.
 pub(super) async fn judge(
     shared: &Shared,
     policy: &Policy,
@@ -140,67 +144,74 @@ pub(super) async fn judge(
     read: Option<Detected>,
 ) {
     let destination = known.flow.destination;
-    let (decision, inspection) = match gate {
-        Gate::Decided(decision) => {
-            let upstream = dialled.map_or(Upstream::NotYet, Upstream::Ready);
-            // Bytes a proxy read already are forwarded even without inspection.
-            let inspection = Inspection {
-                detected: read,
-                upstream,
-            };
-            (decision, inspection)
-        }
+    let mut connected = dialled;
+    let inspected = matches!(gate, Gate::Inspect { .. });
+    let (mut decision, mut inspection) = match gate {
+        // Bytes a proxy read already are forwarded even without inspection.
+        Gate::Decided(decision) => (decision, read.map(Inspection::read)),
         Gate::Inspect { segment } => {
-            let started = Instant::now();
             let inspection = match read {
-                Some(detected) => Inspection {
-                    detected: Some(detected),
-                    upstream: dialled.map_or(Upstream::NotYet, Upstream::Ready),
-                },
+                Some(detected) => Inspection::read(detected),
                 None => {
-                    inspect(
-                        shared,
-                        policy,
-                        segment,
-                        &mut client,
-                        destination,
-                        started,
-                        dialled,
-                    )
-                    .await
+                    let started = Instant::now();
+                    let (client, up) = (&mut client, &mut connected);
+                    inspect(shared, policy, segment, client, destination, started, up).await
                 }
             };
-            let sniffed = inspection
-                .detected
-                .as_ref()
-                .and_then(|d| d.sniffed.as_ref());
-            let decision = decide(
-                policy,
-                segment,
-                destination,
-                sniffed,
-                known.domain.as_deref(),
-            );
-            (decision, inspection)
+            let sniffed = inspection.detected.sniffed.as_ref();
+            let domain = known.domain.as_deref();
+            let decision = decide(policy, segment, destination, sniffed, domain);
+            (decision, Some(inspection))
         }
     };
-    let Inspection { detected, upstream } = inspection;
-    known.emit_decision(shared, policy, &decision, detected.as_ref());
+    // Client-first and forwarded: dial now, and let the server's first turn confirm it.
+    let mut dialled = None;
+    if let Some(Inspection {
+        detected,
+        upstream: Upstream::NotYet,
+    }) = inspection.as_mut()
+    {
+        if inspected && decision.action.forwards() {
+            let replay = std::mem::take(&mut detected.buf);
+            let up = connected.take();
+            let d = dial_and_listen(shared, &client, destination, up, replay).await;
+            if let Some(server) = d.answer.sniffed.as_ref() {
+                let client_protocol = detected
+                    .sniffed
+                    .as_ref()
+                    .map_or(Protocol::Unknown, |s| s.protocol);
+                decision =
+                    policy.reconcile(&decision, client_protocol, destination, server.protocol);
+            }
+            dialled = Some(d);
+        }
+    }
+    let detected = inspection.as_ref().map(|i| &i.detected);
     let protocol = detected
-        .as_ref()
         .and_then(|d| d.sniffed.as_ref())
         .map_or(Protocol::Unknown, |s| s.protocol);
+    let server_protocol = dialled
+        .as_ref()
+        .and_then(|d| d.answer.sniffed.as_ref())
+        .map(|s| s.protocol);
+    known.emit_decision(shared, policy, &decision, detected, server_protocol);
     let segment = policy.segment(&decision);
 
     // Only the bytes to replay outlive the decision; they are freed once written.
-    let replay = detected.map(|d| d.buf).unwrap_or_default();
-    let relayed = if !decision.action.forwards() {
+    let (replay, upstream) = match inspection {
+        None => (Vec::new(), Upstream::NotYet),
+        Some(Inspection { detected, upstream }) => (detected.buf, upstream),
+    };
+    let relayed = if let Some(d) = dialled {
+        let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
+        finish_dialled(shared, client, d, &decision, refuse, protocol).await
+    } else if !decision.action.forwards() {
         let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
         refuse_connection(client, refuse, &decision, protocol).await;
         let read = replay.len() as u64;
         let (client_bytes, server_bytes) = match upstream {
             Upstream::Connected(_) => (0, read),
-            Upstream::NotYet | Upstream::Ready(_) | Upstream::Unreachable(_) => (read, 0),
+            Upstream::NotYet | Upstream::Unreachable(_) => (read, 0),
         };
         Relayed {
             client_bytes,
@@ -209,10 +220,7 @@ pub(super) async fn judge(
         }
     } else {
         match upstream {
-            Upstream::NotYet => forward(shared, &mut client, destination, replay).await,
-            Upstream::Ready(upstream) => {
-                send_and_relay(shared, &mut client, upstream, replay).await
-            }
+            Upstream::NotYet => forward(shared, &mut client, destination, connected, replay).await,
             Upstream::Connected(mut upstream) => {
                 server_first_forward(shared, &mut client, &mut upstream, replay).await
             }
@@ -262,20 +270,27 @@ fn decide(
     }
 }
 
-/// What detection learned, and the upstream connection if there is one yet.
+/// What detection learned, and the upstream connection if detection needed it.
 struct Inspection {
-    /// The turn that decided: the client's, or the server's when the client was silent;
-    /// `None` when the gate decided before any byte was read.
-    detected: Option<Detected>,
+    /// The turn that decided: the client's, or the server's when the client was silent.
+    detected: Detected,
     upstream: Upstream,
 }
 
+impl Inspection {
+    /// The client's first turn as an explicit proxy read it.
+    fn read(detected: Detected) -> Inspection {
+        Inspection {
+            detected,
+            upstream: Upstream::NotYet,
+        }
+    }
+}
+
 enum Upstream {
-    /// Client-first: not dialled until the verdict allows it.
+    /// Client-first: not dialled until the verdict allows it (or, through an explicit
+    /// proxy, dialled already and sent nothing yet).
     NotYet,
-    /// Dialled before detection (explicit proxies) and sent nothing yet; the client spoke
-    /// first, so `detected.buf` goes to it.
-    Ready(TcpStream),
     /// Server-first: dialled to read the banner, which `detected.buf` holds.
     Connected(TcpStream),
     /// Server-first, but the destination could not be reached.
@@ -283,7 +298,7 @@ enum Upstream {
 }
 
 /// Client first; if the client stays silent for `client_first_ms`, the server's banner
-/// (from `dialled` when an explicit proxy has connected already).
+/// (from `connected` when an explicit proxy has dialled already).
 async fn inspect(
     shared: &Shared,
     policy: &Policy,
@@ -291,7 +306,7 @@ async fn inspect(
     client: &mut TcpStream,
     destination: SocketAddr,
     started: Instant,
-    dialled: Option<TcpStream>,
+    connected: &mut Option<TcpStream>,
 ) -> Inspection {
     let detect = shared.detect;
     let deadline = started + detect.timeout;
@@ -301,39 +316,35 @@ async fn inspect(
         stop: Detection::Timeout,
         buf: Vec::new(),
     };
-    let spoke = |detected, upstream| Inspection {
-        detected: Some(detected),
-        upstream,
-    };
     match client_first_turn(client, deadline, silence, detect.max_bytes).await {
-        ClientTurn::Spoke(detected) => {
-            spoke(detected, dialled.map_or(Upstream::NotYet, Upstream::Ready))
-        }
+        ClientTurn::Spoke(detected) => Inspection::read(detected),
         ClientTurn::Silent => {
-            if let Some(mut upstream) = dialled {
-                let banner = server_first_turn(&mut upstream, deadline, detect.max_bytes).await;
-                return spoke(banner, Upstream::Connected(upstream));
+            if let Some(mut upstream) = connected.take() {
+                return Inspection {
+                    detected: server_first_turn(&mut upstream, deadline, detect.max_bytes).await,
+                    upstream: Upstream::Connected(upstream),
+                };
             }
             // A port refused whatever is spoken on it: never contact the destination.
             if policy.refuses_port_blind(segment, destination) {
-                return spoke(silent, Upstream::NotYet);
+                return Inspection::read(silent);
             }
             let limit = shared
                 .limits
                 .connect_timeout
                 .min(deadline.saturating_duration_since(Instant::now()));
             match connect(destination, limit).await {
-                Ok(mut upstream) => spoke(
-                    server_first_turn(&mut upstream, deadline, detect.max_bytes).await,
-                    Upstream::Connected(upstream),
-                ),
-                Err(reason) => spoke(
-                    Detected {
+                Ok(mut upstream) => Inspection {
+                    detected: server_first_turn(&mut upstream, deadline, detect.max_bytes).await,
+                    upstream: Upstream::Connected(upstream),
+                },
+                Err(reason) => Inspection {
+                    detected: Detected {
                         stop: Detection::ReadError,
                         ..silent
                     },
-                    Upstream::Unreachable(reason),
-                ),
+                    upstream: Upstream::Unreachable(reason),
+                },
             }
         }
     }
@@ -362,44 +373,28 @@ async fn server_first_forward(
     relayed
 }
 
-/// Connects upstream, then replays and relays as [`send_and_relay`].
+/// Connects upstream (unless `connected` already is), replays the bytes detection read,
+/// then relays both ways.
 async fn forward(
     shared: &Shared,
     client: &mut TcpStream,
     destination: SocketAddr,
-    replay: Vec<u8>,
-) -> Relayed {
-    match connect(destination, shared.limits.connect_timeout).await {
-        Ok(upstream) => send_and_relay(shared, client, upstream, replay).await,
-        Err(reason) => {
-            // What the client would have seen without the gateway: a reset.
-            reset(client);
-            Relayed {
-                client_bytes: replay.len() as u64,
-                server_bytes: 0,
-                reason,
-            }
-        }
-    }
-}
-
-/// Replays the bytes detection read to the upstream, then relays both ways.
-async fn send_and_relay(
-    shared: &Shared,
-    client: &mut TcpStream,
-    mut upstream: TcpStream,
+    connected: Option<TcpStream>,
     replay: Vec<u8>,
 ) -> Relayed {
     let read = replay.len() as u64;
-    if !replay.is_empty() && upstream.write_all(&replay).await.is_err() {
-        reset(client);
-        return Relayed {
-            client_bytes: read,
-            server_bytes: 0,
-            reason: CloseReason::UpstreamError,
-        };
-    }
-    drop(replay);
+    let upstream = match dial(shared, destination, connected, replay).await {
+        Ok(upstream) => upstream,
+        Err(reason) => {
+            // What the client would have seen without the gateway: a reset.
+            reset(client);
+            return Relayed {
+                client_bytes: read,
+                server_bytes: 0,
+                reason,
+            };
+        }
+    };
     let mut relayed = relay(
         client,
         &upstream,
@@ -408,6 +403,110 @@ async fn send_and_relay(
     )
     .await;
     relayed.client_bytes += read;
+    relayed
+}
+
+/// Connects upstream (unless an explicit proxy's `connected` already is) and replays the
+/// bytes detection read (freed once written).
+async fn dial(
+    shared: &Shared,
+    destination: SocketAddr,
+    connected: Option<TcpStream>,
+    replay: Vec<u8>,
+) -> Result<TcpStream, CloseReason> {
+    let mut upstream = match connected {
+        Some(upstream) => upstream,
+        None => connect(destination, shared.limits.connect_timeout).await?,
+    };
+    if !replay.is_empty() && upstream.write_all(&replay).await.is_err() {
+        return Err(CloseReason::UpstreamError);
+    }
+    Ok(upstream)
+}
+
+/// A client-first connection dialled after its verdict, with the server's first turn.
+struct Dialled {
+    upstream: Result<TcpStream, CloseReason>,
+    /// Client bytes read by detection and replayed upstream.
+    replayed: u64,
+    answer: Answer,
+}
+
+/// Dials, replays the client's first turn, and waits up to `client_first_ms` for the
+/// server's first turn (`agree::server_answer`), relaying the client meanwhile.
+async fn dial_and_listen(
+    shared: &Shared,
+    client: &TcpStream,
+    destination: SocketAddr,
+    connected: Option<TcpStream>,
+    replay: Vec<u8>,
+) -> Dialled {
+    let replayed = replay.len() as u64;
+    let upstream = dial(shared, destination, connected, replay).await;
+    let answer = match &upstream {
+        Ok(up) => server_answer(client, up, Instant::now() + shared.detect.client_first).await,
+        Err(_) => Answer::default(),
+    };
+    Dialled {
+        upstream,
+        replayed,
+        answer,
+    }
+}
+
+/// Acts on a verdict taken after dialling: relay, or refuse with both sides closed (the
+/// client never sees a byte of the server's).
+async fn finish_dialled(
+    shared: &Shared,
+    client: TcpStream,
+    dialled: Dialled,
+    decision: &Decision,
+    refuse: Refuse,
+    protocol: Protocol,
+) -> Relayed {
+    let Dialled {
+        upstream,
+        replayed,
+        answer,
+    } = dialled;
+    let mut done = Relayed {
+        client_bytes: replayed + answer.client_bytes,
+        server_bytes: 0,
+        reason: CloseReason::Completed,
+    };
+    let upstream = match upstream {
+        Ok(upstream) => upstream,
+        Err(reason) => {
+            reset(&client);
+            done.reason = reason;
+            return done;
+        }
+    };
+    if answer.client_failed || answer.upstream_failed {
+        let (failed, other) = if answer.client_failed {
+            (CloseReason::ClientError, &upstream)
+        } else {
+            (CloseReason::UpstreamError, &client)
+        };
+        reset(other);
+        done.reason = failed;
+        return done;
+    }
+    if !decision.action.forwards() {
+        reset(&upstream);
+        drop(upstream);
+        refuse_connection(client, refuse, decision, protocol).await;
+        done.reason = CloseReason::Blocked;
+        return done;
+    }
+    let mut relayed = relay(
+        &client,
+        &upstream,
+        shared.limits.idle_timeout,
+        shared.stop.clone(),
+    )
+    .await;
+    relayed.client_bytes += done.client_bytes;
     relayed
 }
 
@@ -435,7 +534,7 @@ pub(super) async fn connect(
 }
 
 /// Closes with RST: the client learns at once that the connection is gone.
-pub(super) fn reset(client: &TcpStream) {
+fn reset(client: &TcpStream) {
     let _ = SockRef::from(client).set_linger(Some(Duration::ZERO));
 }
 

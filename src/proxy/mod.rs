@@ -5,6 +5,7 @@
 //! Each accepted connection is one task (`conn::handle`) that emits exactly one decision
 //! event and one close event.
 
+mod agree;
 mod conn;
 mod detect;
 mod explicit;

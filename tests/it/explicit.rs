@@ -532,16 +532,16 @@ fn refusals_before_the_tunnel_have_exact_codes_and_events() {
         "unresolved"
     );
 
-    // Upstream refuses (nothing on ssh.lab.test:80): 502 / 0x05; never answers: 504 / 0x06.
+    // Upstream refuses (nothing on ssh.lab.test:8080): 502 / 0x05; never answers: 504 / 0x06.
     assert_eq!(
-        p.connect_status("ssh.lab.test:80").split(' ').nth(1),
+        p.connect_status("ssh.lab.test:8080").split(' ').nth(1),
         Some("502")
     );
     assert_eq!(
-        p.conn("http_proxy", "ssh.lab.test", 80).close_reason(),
+        p.conn("http_proxy", "ssh.lab.test", 8080).close_reason(),
         "upstream_refused"
     );
-    assert_eq!(p.socks_reply("ssh.lab.test", 80), 0x05);
+    assert_eq!(p.socks_reply("ssh.lab.test", 8080), 0x05);
     assert_eq!(
         p.connect_status("web.lab.test:22").split(' ').nth(1),
         Some("504")

@@ -212,7 +212,7 @@ async fn open(
 
 /// A refusal by the policy before the tunnel opened: its decision event and close event.
 fn refused(shared: &Shared, policy: &Policy, known: &Known, decision: &Decision) {
-    known.emit_decision(shared, policy, decision, None);
+    known.emit_decision(shared, policy, decision, None, None);
     let segment = policy.segment(decision).map(|s| s.name.as_str());
     let relayed = Relayed {
         client_bytes: 0,
