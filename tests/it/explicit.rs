@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::lab::{tool, Gateway, Lab, CB, CB_V4, GW, SRV, SSH_V4, WEB_V4, WEB_V6};
+use crate::lab::{tool, Gateway, Lab, CB, CB_V4, CM, CM_V4, GW, SRV, SSH_V4, WEB_V4, WEB_V6};
 
 const HTTP_PROXY: &str = "10.77.1.1:3128";
 const SOCKS: &str = "10.77.1.1:1080";
@@ -56,14 +56,19 @@ impl ProxyLab {
         };
         let policy = me.lab.path("xpolicy");
         fs::create_dir_all(&policy).unwrap();
-        fs::write(
-            policy.join("block.toml"),
-            format!(
-                "segment = \"block\"\nsources = [\"10.77.1.0/24\", \"fd77:1::/64\"]\n\
-                 mode = \"block\"\non_unidentified = \"block\"\n\n{POLICY}"
-            ),
-        )
-        .unwrap();
+        for (segment, v4, v6) in [
+            ("block", "10.77.1.0/24", "fd77:1::/64"),
+            ("monitor", "10.77.3.0/24", "fd77:3::/64"),
+        ] {
+            fs::write(
+                policy.join(format!("{segment}.toml")),
+                format!(
+                    "segment = \"{segment}\"\nsources = [\"{v4}\", \"{v6}\"]\n\
+                     mode = \"{segment}\"\non_unidentified = \"block\"\n\n{POLICY}"
+                ),
+            )
+            .unwrap();
+        }
         let config = format!(
             "policy_dir = \"{}\"\n\n[[listener]]\nmode = \"http_proxy\"\nlisten = \"{HTTP_PROXY}\"\n\n\
              [[listener]]\nmode = \"socks5\"\nlisten = \"{SOCKS}\"\n\n\
@@ -166,8 +171,13 @@ impl ProxyLab {
     /// `host` (a domain, or an address when the client gave one): the close event, and the
     /// decision event when a decision was taken.
     fn conn(&self, listener: &str, host: &str, port: u16) -> Events {
+        self.conn_from(CB_V4, listener, host, port)
+    }
+
+    /// As `conn`, for a client at `source`.
+    fn conn_from(&self, source: &str, listener: &str, host: &str, port: u16) -> Events {
         let matches = |e: &Value| {
-            e.pointer("/source/ip").and_then(Value::as_str) == Some(CB_V4)
+            e.pointer("/source/ip").and_then(Value::as_str) == Some(source)
                 && e.pointer("/portcullis/listener").and_then(Value::as_str) == Some(listener)
                 && e.pointer("/destination/port").and_then(Value::as_u64) == Some(port.into())
                 && (e.pointer("/destination/domain").and_then(Value::as_str) == Some(host)
@@ -201,6 +211,37 @@ impl ProxyLab {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// `ssh -p 443 root@ssh.lab.test true` from `ns` with the lab's key, through
+    /// `ProxyCommand`.
+    fn ssh_via(&self, ns: crate::lab::Ns, proxy_command: &str) -> Output {
+        let key = self.lab.path("client_key").to_string_lossy().into_owned();
+        let proxy = format!("ProxyCommand={proxy_command}");
+        let args = [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            &key,
+            "-p",
+            "443",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            &proxy,
+            "root@ssh.lab.test",
+            "true",
+        ];
+        self.lab.run(ns, &args)
     }
 
     /// Runs a python script in `cb` (for exact proxy reply bytes); returns its stdout.
@@ -376,33 +417,7 @@ fn ssh_through_either_proxy_on_443_is_refused_before_sshd_sees_a_byte() {
         ("http_proxy", format!("nc -X connect -x {HTTP_PROXY} %h %p")),
         ("socks5", format!("nc -X 5 -x {SOCKS} %h %p")),
     ] {
-        let key = p.lab.path("client_key").to_string_lossy().into_owned();
-        let out = p.lab.run(
-            CB,
-            &[
-                "ssh",
-                "-F",
-                "/dev/null",
-                "-i",
-                &key,
-                "-p",
-                "443",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "ConnectTimeout=10",
-                "-o",
-                &format!("ProxyCommand={proxy_command}"),
-                "root@ssh.lab.test",
-                "true",
-            ],
-        );
+        let out = p.ssh_via(CB, &proxy_command);
         assert!(!out.status.success(), "ssh through {listener} must fail");
         let e = p.conn(listener, "ssh.lab.test", 443);
         assert_eq!(e.d("/event/action"), "blocked");
@@ -589,4 +604,35 @@ fn absolute_form_requests_are_forwarded_without_proxy_credentials() {
     assert_eq!(e.d("/event/action"), "allowed");
     assert_eq!(e.d("/network/protocol"), "http");
     assert_eq!(e.d("/http/request/method"), "GET");
+}
+
+/// A monitor segment through the proxies: what block mode would refuse is forwarded and
+/// alerted, a port no rule names and SSH inside CONNECT alike.
+#[test]
+fn monitor_segment_forwards_and_alerts_through_the_proxies() {
+    let Some(p) = ProxyLab::start() else { return };
+    let out = p.lab.curl(
+        CM,
+        &[
+            "-x",
+            &format!("http://{HTTP_PROXY}"),
+            "https://web.lab.test:8443/",
+        ],
+    );
+    assert_eq!(ok_stdout(&out), p.lab.page());
+    let e = p.conn_from(CM_V4, "http_proxy", "web.lab.test", 8443);
+    assert_eq!(e.d("/event/action"), "alerted");
+    assert_eq!(e.d("/event/reason"), "port_not_allowed");
+    assert_eq!(e.d("/network/protocol"), "tls");
+
+    let out = p.ssh_via(CM, &format!("nc -X 5 -x {SOCKS} %h %p"));
+    assert!(
+        out.status.success(),
+        "ssh through socks5 in monitor mode: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = p.conn_from(CM_V4, "socks5", "ssh.lab.test", 443);
+    assert_eq!(e.d("/event/action"), "alerted");
+    assert_eq!(e.d("/event/reason"), "protocol_not_allowed");
+    assert_eq!(e.d("/network/protocol"), "ssh");
 }
