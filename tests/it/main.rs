@@ -6,6 +6,7 @@
 mod banners;
 mod cli;
 mod e2e;
+mod explicit;
 mod forward;
 mod lab;
 mod ops;
