@@ -5,16 +5,19 @@
 //! # Layout
 //!
 //! - [`sniff`]: protocol identification, pure functions over `&[u8]` answering
-//!   `NeedMore | Match | NoMatch` (TLS ClientHello with SNI/ALPN/JA4, HTTP/1.x, the HTTP/2
-//!   preface, SSH banners). No I/O, no tokio.
+//!   `NeedMore | Match | NoMatch`: the catalogue of DESIGN.md, client-first (TLS
+//!   ClientHello with SNI/ALPN/JA4, HTTP/1.x, the HTTP/2 preface, SSH, ...) and server-first
+//!   (SMTP/FTP/POP3/IMAP/NNTP greetings, MySQL, VNC, SSH banners, ...). No I/O, no tokio.
 //! - [`policy`]: segments, rules, port sets, the service catalogue and `decide()`: data in,
 //!   a `Decision` (action, reason, rule) out. No I/O, no tokio.
 //! - [`config`]: raw serde structs -> validated types, every problem as `FILE:LINE:COL`; the
 //!   embedded default (`src/default/`) and the built-in catalogue (`policy/services.toml`).
 //! - [`proxy`]: the data path: listeners (redirect, TPROXY, forward), original destination,
-//!   admission limits, the detection driver (client first, else the server's banner), native
-//!   refusals, and the splice(2) relay. The only module that runs tokio, and the only one
-//!   that emits live events.
+//!   admission limits, the detection driver (client first, else the server's banner), the
+//!   agreement check on the server's first turn, native refusals, the explicit proxies
+//!   (`proxy::explicit`: HTTP CONNECT / absolute-form and SOCKS5, whose tunnels go through
+//!   the same detection and decision), and the splice(2) relay. The only module that runs
+//!   tokio, and the only one that emits live events.
 //! - [`events`]: the ECS event schema and the writer thread that keeps the data path from
 //!   ever blocking on the sink.
 //! - [`replay`]: `portcullis replay`: pcap/pcapng captures -> TCP flows -> each direction's
