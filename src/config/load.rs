@@ -58,7 +58,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Problems> {
     finish(config, policy, out, &order)
 }
 
-/// The embedded default: redirect listeners on 0.0.0.0:15001 and [::]:15001, events on
+/// The embedded default: redirect listeners on 0.0.0.0:15001 and `[::]:15001`, events on
 /// stdout, one monitor-mode segment allowing every protocol on its standard ports.
 pub fn load_embedded() -> Result<Loaded, Problems> {
     let loaded = from_strs(

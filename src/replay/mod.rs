@@ -3,7 +3,7 @@
 //!
 //! A capture is streamed frame by frame ([`capture`]), each frame cut down to its TCP
 //! segment ([`packet`]), each flow's first turns reassembled ([`reassembly`]) and judged by
-//! [`classify`] (detection) and `Policy::gate` / `Policy::decide_rules` (decision) as soon
+//! [`classify()`](classify::classify) (detection) and `Policy::gate` / `Policy::decide_rules` (decision) as soon
 //! as no later packet can change the outcome. Memory is bounded: a flow holds at most
 //! `detect.max_bytes` per direction, and a decided flow keeps no bytes at all.
 
