@@ -13,9 +13,10 @@ use tokio::time::{timeout, Instant};
 
 use super::detect::{client_first_turn, server_first_turn, ClientTurn, Detected};
 use super::relay::{relay, Relayed};
-use super::{orig_dst, ListenerInfo, Shared};
+use super::{orig_dst, InForce, ListenerInfo, Shared};
 use crate::config::ListenerMode;
 use crate::events::{CloseEvent, CloseReason, DecisionEvent, Detection, Flow};
+use crate::metrics::{Side, Tracked, Traffic};
 use crate::policy::{Decision, Gate, Policy, Reason, Refuse};
 use crate::sniff::{Protocol, Sniffed};
 
@@ -46,13 +47,18 @@ pub async fn handle(
     };
     // Held until the connection ends: it counts towards the connection limits.
     let (admission, _slot) = shared.admit(&listener, peer, destination, local);
-    let policy = shared.policy();
+    let InForce {
+        policy, segments, ..
+    } = shared.in_force();
 
     let (decision, inspection) = match policy.gate(peer.ip(), destination, admission) {
         Gate::Decided(decision) => (decision, None),
         Gate::Inspect { segment } => {
             let inspection =
                 inspect(&shared, &policy, segment, &mut client, destination, started).await;
+            if let Some(side) = inspection.side() {
+                shared.metrics().detected(side, started.elapsed());
+            }
             let sniffed = inspection.detected.sniffed.as_ref();
             let protocol = sniffed.map_or(Protocol::Unknown, |s| s.protocol);
             let server_name = sniffed.and_then(Sniffed::server_name);
@@ -64,6 +70,12 @@ pub async fn handle(
     let sniffed = detected.and_then(|d| d.sniffed.as_ref());
     let protocol = sniffed.map_or(Protocol::Unknown, |s| s.protocol);
     let segment = policy.segment(&decision);
+    // Metrics first, so a scrape after the event always counts it.
+    let counted = decision
+        .segment
+        .and_then(|i| segments.get(i))
+        .unwrap_or(shared.metrics().unsegmented());
+    counted.decided(decision.action, decision.reason, protocol);
     shared.events.emit(
         DecisionEvent {
             at,
@@ -89,6 +101,22 @@ pub async fn handle(
         None => (Vec::new(), Upstream::NotYet),
         Some(Inspection { detected, upstream }) => (detected.buf, upstream),
     };
+    let open = shared.metrics().connections.open(Tracked {
+        source: peer,
+        destination,
+        listener: flow.listener,
+        segment: std::sync::Arc::clone(counted),
+        protocol,
+        action: decision.action,
+        started: started.into_std(),
+        traffic: Traffic::default(),
+    });
+    let read = replay.len() as u64;
+    match upstream {
+        Upstream::Connected(_) => &open.traffic().downstream,
+        Upstream::NotYet | Upstream::Unreachable(_) => &open.traffic().upstream,
+    }
+    .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
     let relayed = if !decision.action.forwards() {
         let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
         refuse_connection(client, refuse, &decision, protocol).await;
@@ -104,9 +132,12 @@ pub async fn handle(
         }
     } else {
         match upstream {
-            Upstream::NotYet => forward(&shared, &mut client, destination, replay).await,
+            Upstream::NotYet => {
+                forward(&shared, &mut client, destination, replay, open.traffic()).await
+            }
             Upstream::Connected(mut upstream) => {
-                server_first_forward(&shared, &mut client, &mut upstream, replay).await
+                let traffic = open.traffic();
+                server_first_forward(&shared, &mut client, &mut upstream, replay, traffic).await
             }
             Upstream::Unreachable(reason) => {
                 reset(&client);
@@ -118,6 +149,8 @@ pub async fn handle(
             }
         }
     };
+    counted.closed(relayed.client_bytes, relayed.server_bytes);
+    drop(open);
     shared.events.emit(
         CloseEvent {
             at: SystemTime::now(),
@@ -148,6 +181,23 @@ enum Upstream {
     Connected(TcpStream),
     /// Server-first, but the destination could not be reached.
     Unreachable(CloseReason),
+}
+
+impl Inspection {
+    /// Whose bytes decided, for the detection-time histogram; `None` when nobody's did (a
+    /// silent client on a blindly refused port, an unreachable server).
+    fn side(&self) -> Option<Side> {
+        match self.upstream {
+            Upstream::Connected(_) => Some(Side::Server),
+            Upstream::Unreachable(_) => None,
+            Upstream::NotYet
+                if self.detected.stop == Detection::Timeout && self.detected.buf.is_empty() =>
+            {
+                None
+            }
+            Upstream::NotYet => Some(Side::Client),
+        }
+    }
 }
 
 /// Client first; if the client stays silent for `client_first_ms`, the server's banner.
@@ -207,6 +257,7 @@ async fn server_first_forward(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
     banner: Vec<u8>,
+    traffic: &Traffic,
 ) -> Relayed {
     let read = banner.len() as u64;
     if !banner.is_empty() && client.write_all(&banner).await.is_err() {
@@ -219,7 +270,7 @@ async fn server_first_forward(
     }
     drop(banner);
     let idle = shared.limits.idle_timeout;
-    let mut relayed = relay(client, upstream, idle, shared.stop.clone()).await;
+    let mut relayed = relay(client, upstream, idle, shared.stop.clone(), traffic).await;
     relayed.server_bytes += read;
     relayed
 }
@@ -230,6 +281,7 @@ async fn forward(
     client: &mut TcpStream,
     destination: SocketAddr,
     replay: Vec<u8>,
+    traffic: &Traffic,
 ) -> Relayed {
     let read = replay.len() as u64;
     let failed = |reason| Relayed {
@@ -255,6 +307,7 @@ async fn forward(
         &upstream,
         shared.limits.idle_timeout,
         shared.stop.clone(),
+        traffic,
     )
     .await;
     relayed.client_bytes += read;
