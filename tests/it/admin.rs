@@ -4,6 +4,7 @@
 //! refused with curl; reloads by SIGHUP and POST /reload, alone and in storms.
 
 mod bounds;
+mod lab;
 mod metrics;
 mod mtls;
 mod reload;

@@ -22,6 +22,7 @@ mod servers;
 pub use events::Conn;
 pub use host::tool;
 use host::{is_root, kill_group, need, remove_namespace, remove_stale};
+pub use servers::ADMIN;
 
 /// Client of the block segment.
 pub const CB: Ns = Ns("cb");
