@@ -5,7 +5,6 @@
 use crate::lab::{Conn, Gateway, Lab, ADMIN, CB, CB_V4, CM, CM_V4, GW, SSH_V4, WEB_V4};
 
 use super::metrics::parse;
-use super::*;
 
 fn scrape(lab: &Lab) -> std::collections::BTreeMap<String, f64> {
     let out = lab.run(
