@@ -8,6 +8,7 @@ mod lab;
 mod metrics;
 mod mtls;
 mod reload;
+mod unit;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
