@@ -278,7 +278,7 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
                 let now = shared.events.dropped();
                 if now > dropped {
                     eprintln!(
-                        "portcullis: {} event(s) dropped in the last {:?}: the event sink cannot keep up",
+                        "portcullis: {} event(s) dropped in the last {:?}: the event sink cannot keep up or cannot write",
                         now - dropped,
                         DROP_REPORT
                     );

@@ -227,3 +227,46 @@ fn open_connections_are_listed_with_their_bytes_and_counted_as_active() {
     );
     assert_eq!(value(&scrape(addr), ACTIVE), 0.0);
 }
+
+#[test]
+fn events_lost_to_a_full_disk_are_counted_and_never_stall_the_data_path() {
+    let web = WebServer::start();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // /dev/full fails every write with ENOSPC, as a full disk does.
+    let config = forward_config(listen, web.addr, &format!("[admin]\nlisten = \"{addr}\"\n"))
+        .replace("{EVENTS}", "/dev/full");
+    let cfg = ConfigDir::new(
+        &config,
+        &[(
+            "local.toml",
+            &local_segment(
+                "block",
+                &ALLOW_HTTP.replace("PORT", &web.addr.port().to_string()),
+            ),
+        )],
+    );
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", cfg.config().to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(addr);
+    for _ in 0..5 {
+        let got = get_through(listen);
+        assert_eq!(got.status, 200, "{got:?}");
+    }
+    // Two events per connection, none of them written.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dropped = loop {
+        let dropped = value(&scrape(addr), "portcullis_events_dropped_total{}");
+        if dropped >= 10.0 || Instant::now() > deadline {
+            break dropped;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(dropped >= 10.0, "{dropped} events counted as dropped");
+}
