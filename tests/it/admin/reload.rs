@@ -273,3 +273,86 @@ fn readyz_turns_503_while_draining_and_healthz_stays_200() {
     drop(open);
     assert!(gw.terminate().success());
 }
+
+/// Issue 7's bad reloads, each through `POST /reload`: the answer is 422 with the exact
+/// problem, and the policy in force does not change.
+#[test]
+fn each_kind_of_bad_reload_is_refused_with_its_exact_error() {
+    let web = WebServer::start();
+    let (gw, listen, addr) = gateway(web.addr, ALLOW_HTTP, PLAIN_ADMIN, "");
+    let version = gw.events()[0]["rule"]["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dir = gw.cfg.dir.path().join("policy");
+    let good = std::fs::read(dir.join("local.toml")).unwrap();
+    let other = "segment = \"other\"\nsources = [\"127.0.0.0/8\"]\nmode = \"block\"\n";
+    let cases: Vec<(&str, &str, Vec<u8>, String)> = vec![
+        (
+            "unreadable file",
+            "local.toml",
+            b"segment = \"local\"\n\xff\xfe\n".to_vec(),
+            format!(
+                "{}:1:1: cannot read: stream did not contain valid UTF-8",
+                dir.join("local.toml").display()
+            ),
+        ),
+        (
+            "TOML syntax error",
+            "local.toml",
+            b"segment = \"local\"\nsources = [\"127.0.0.0/8\"\n".to_vec(),
+            format!("{}:3:1: ", dir.join("local.toml").display()),
+        ),
+        (
+            "unknown protocol",
+            "local.toml",
+            local_segment(
+                "block",
+                "[[allow]]\nports = [80]\nprotocols = [\"gopher\"]\n",
+            )
+            .into_bytes(),
+            format!(
+                "{}:8:14: unknown protocol \"gopher\"",
+                dir.join("local.toml").display()
+            ),
+        ),
+        (
+            "two segments with the same prefix",
+            "other.toml",
+            other.as_bytes().to_vec(),
+            format!(
+                "{}:2:12: source 127.0.0.0/8 is also a source of segment \"local\"",
+                dir.join("other.toml").display()
+            ),
+        ),
+    ];
+    for (what, file, text, expected) in cases {
+        std::fs::write(dir.join(file), &text).unwrap();
+        let got = reload(addr);
+        assert_eq!(got.status, 422, "{what}: {got:?}");
+        let errors = got.json()["errors"].clone();
+        assert!(
+            errors[0].as_str().unwrap().starts_with(&expected),
+            "{what}: {errors}"
+        );
+        assert_eq!(
+            admin(addr, "/policy", &[]).json()["version"],
+            version.as_str(),
+            "{what}"
+        );
+        // Put things back as they were.
+        std::fs::write(dir.join("local.toml"), &good).unwrap();
+        let _ = std::fs::remove_file(dir.join("other.toml"));
+    }
+    assert_eq!(
+        get_through(listen).status,
+        200,
+        "the old policy still judges"
+    );
+    let m = scrape(addr);
+    assert_eq!(
+        m["portcullis_policy_reloads_total{result=\"failure\"}"],
+        4.0
+    );
+    assert_eq!(reload(addr).json()["version"], version.as_str());
+}
