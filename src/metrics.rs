@@ -269,7 +269,7 @@ impl Metrics {
         out.family(
             "portcullis_connections_active",
             "gauge",
-            "Connections open now, by segment.",
+            "Connections open now (from their decision to their close), by segment.",
         );
         for s in &segments {
             let n = s.active.load(Ordering::Relaxed).max(0);
