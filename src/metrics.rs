@@ -180,13 +180,20 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Metrics with the open-connection table.
     pub fn new() -> Metrics {
+        Metrics::with_table(true)
+    }
+
+    /// `listed = false` keeps every counter but not the table of open connections (nothing
+    /// can read it without an admin endpoint), sparing connections its locks.
+    pub fn with_table(listed: bool) -> Metrics {
         Metrics {
             segments: Mutex::new(BTreeMap::new()),
             unsegmented: Arc::new(SegmentMetrics::new("")),
             detection: [Histogram::detection(), Histogram::detection()],
             reloads: [AtomicU64::new(0), AtomicU64::new(0)],
-            connections: OpenConnections::default(),
+            connections: OpenConnections::new(listed),
         }
     }
 

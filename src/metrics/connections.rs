@@ -46,14 +46,14 @@ pub struct Tracked {
 pub struct OpenConnections {
     shards: [Mutex<HashMap<u64, Arc<Tracked>>>; SHARDS],
     next: AtomicU64,
+    /// False when nothing can list them (no admin endpoint): connections then skip the
+    /// table's locks, and only their counters are kept.
+    listed: bool,
 }
 
 impl Default for OpenConnections {
     fn default() -> OpenConnections {
-        OpenConnections {
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
-            next: AtomicU64::new(0),
-        }
+        OpenConnections::new(true)
     }
 }
 
@@ -73,7 +73,9 @@ impl Open<'_> {
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
-        self.table.shard(self.id).remove(&self.id);
+        if self.table.listed {
+            self.table.shard(self.id).remove(&self.id);
+        }
         self.tracked.segment.left();
     }
 }
@@ -94,6 +96,14 @@ pub struct OpenConnection {
 }
 
 impl OpenConnections {
+    pub fn new(listed: bool) -> OpenConnections {
+        OpenConnections {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            next: AtomicU64::new(0),
+            listed,
+        }
+    }
+
     fn shard(&self, id: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Tracked>>> {
         self.shards[(id % SHARDS as u64) as usize]
             .lock()
@@ -105,7 +115,9 @@ impl OpenConnections {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let tracked = Arc::new(tracked);
         tracked.segment.opened();
-        self.shard(id).insert(id, Arc::clone(&tracked));
+        if self.listed {
+            self.shard(id).insert(id, Arc::clone(&tracked));
+        }
         Open {
             table: self,
             id,

@@ -149,6 +149,21 @@ fn open_connections_are_listed_until_dropped_and_counted_as_active() {
 }
 
 #[test]
+fn without_a_table_connections_are_counted_but_not_listed() {
+    let m = Metrics::with_table(false);
+    let segs = m.segments_for(&policy(&["ws"]));
+    let open = m.connections.open(tracked(&segs[0], 40000));
+    assert!(m.connections.is_empty());
+    assert!(m
+        .render("v1", 0)
+        .contains("portcullis_connections_active{segment=\"ws\"} 1\n"));
+    drop(open);
+    assert!(m
+        .render("v1", 0)
+        .contains("portcullis_connections_active{segment=\"ws\"} 0\n"));
+}
+
+#[test]
 fn exposition_has_every_family_with_contract_names_and_labels() {
     let m = Metrics::new();
     let segs = m.segments_for(&policy(&["ws"]));

@@ -213,7 +213,7 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
     let (events, writer) = Sink::start(&target(&config.events.sink))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (quit_accepting, accepting_stopped) = watch::channel(false);
-    let metrics = Metrics::new();
+    let metrics = Metrics::with_table(config.admin.is_some());
     let admin = match &config.admin {
         Some(a) => Some(admin::bind(a).await?),
         None => None,
