@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::metrics::scrape;
@@ -124,35 +124,43 @@ fn reload_storms_of_sighup_and_post_never_mix_two_policies() {
     let skip = gw.events().len();
 
     let stop = Arc::new(AtomicBool::new(false));
+    let (made, posted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     // Connections all through the storm.
     let traffic = {
-        let stop = Arc::clone(&stop);
+        let (stop, made) = (Arc::clone(&stop), Arc::clone(&made));
         thread::spawn(move || {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) && n < 400 {
+            while !stop.load(Ordering::Relaxed) && made.load(Ordering::Relaxed) < 400 {
                 let _ = get_through(listen);
-                n += 1;
+                made.fetch_add(1, Ordering::Relaxed);
             }
-            n
+            made.load(Ordering::Relaxed)
         })
     };
     // POST /reload from two clients at once.
     let posters: Vec<_> = (0..2)
         .map(|_| {
-            let stop = Arc::clone(&stop);
+            let (stop, posted) = (Arc::clone(&stop), Arc::clone(&posted));
             thread::spawn(move || {
                 let mut answers = Vec::new();
                 while !stop.load(Ordering::Relaxed) && answers.len() < 200 {
                     let got = reload(addr);
                     assert_eq!(got.status, 200, "{got:?}");
                     answers.push(got.json()["version"].as_str().unwrap().to_owned());
+                    posted.fetch_add(1, Ordering::Relaxed);
                 }
                 answers
             })
         })
         .collect();
-    // SIGHUPs in bursts while the policy file flips between the two versions.
-    for round in 0..40 {
+    // SIGHUPs in bursts while the policy file flips between the two versions, for at least 40
+    // rounds and until both the connections and the POSTs have had 20 turns (bounded).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut round = 0;
+    while round < 40
+        || (Instant::now() < deadline
+            && (made.load(Ordering::Relaxed) < 20 || posted.load(Ordering::Relaxed) < 20))
+    {
+        round += 1;
         write_policy(
             &gw,
             if round % 2 == 0 {
@@ -176,7 +184,7 @@ fn reload_storms_of_sighup_and_post_never_mix_two_policies() {
         .flat_map(|p| p.join().unwrap())
         .collect();
     assert!(
-        connections > 10 && answers.len() > 10,
+        connections >= 20 && answers.len() >= 20,
         "{connections} connections, {} answers",
         answers.len()
     );
