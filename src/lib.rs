@@ -20,13 +20,19 @@
 //!   tokio, and the only one that emits live events.
 //! - [`events`]: the ECS event schema and the writer thread that keeps the data path from
 //!   ever blocking on the sink.
+//! - [`metrics`]: Prometheus counters, gauges and histograms over atomics, the table of open
+//!   connections, and the text exposition.
+//! - [`admin`]: the admin endpoint (hyper, optionally rustls with client certificates):
+//!   health, readiness, metrics, the policy, open connections, reload.
 //! - [`replay`]: `portcullis replay`: pcap/pcapng captures -> TCP flows -> each direction's
 //!   first turn reassembled -> the same sniffers and `decide()` as the live path -> the same
 //!   decision events, plus a summary.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod events;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod replay;

@@ -12,6 +12,11 @@ const MAX_ERRORS_PER_FILE: usize = 50;
 
 /// Deserializes `doc`, pushing every shape problem found; `None` when there was any.
 pub(crate) fn parse_all<T: DeserializeOwned>(doc: &Doc, out: &mut Vec<Problem>) -> Option<T> {
+    // A valid file is parsed once (reloads of large policies are mostly parsing); only a
+    // broken one is parsed again to tell syntax errors from shape errors.
+    if let Ok(value) = toml::from_str::<T>(doc.text) {
+        return Some(value);
+    }
     if let Err(e) = toml::from_str::<toml::Table>(doc.text) {
         out.push(doc.toml_error(&e));
         return None;

@@ -239,10 +239,6 @@ fn limits(c: &mut Check, raw: Option<&RawLimits>) -> Option<Limits> {
 
 fn admin(c: &mut Check, raw: &Spanned<RawAdmin>, base_dir: &Path) -> Option<Admin> {
     let a = raw.get_ref();
-    c.at(
-        raw,
-        "the [admin] endpoint is not supported by this build yet",
-    );
     let listen = socket_addr(c, &a.listen, "admin listen");
     if let Some(addr) = listen {
         if !addr.ip().is_loopback() && a.client_ca.is_none() {
@@ -263,6 +259,15 @@ fn admin(c: &mut Check, raw: &Spanned<RawAdmin>, base_dir: &Path) -> Option<Admi
             "client_ca needs tls_cert and tls_key: client certificates need TLS",
         );
     }
+    for (v, what, kind) in [
+        (&a.tls_cert, "tls_cert", Pem::Certificate),
+        (&a.tls_key, "tls_key", Pem::Key),
+        (&a.client_ca, "client_ca", Pem::Certificate),
+    ] {
+        if let Some(v) = v {
+            pem_file(c, v, &base_dir.join(v.get_ref()), what, kind);
+        }
+    }
     let path = |v: &Option<Spanned<String>>| v.as_ref().map(|p| base_dir.join(p.get_ref()));
     Some(Admin {
         listen: listen?,
@@ -270,4 +275,35 @@ fn admin(c: &mut Check, raw: &Spanned<RawAdmin>, base_dir: &Path) -> Option<Admi
         tls_key: path(&a.tls_key),
         client_ca: path(&a.client_ca),
     })
+}
+
+/// What an `[admin]` PEM file must hold.
+#[derive(Clone, Copy)]
+enum Pem {
+    Certificate,
+    Key,
+}
+
+/// Checks that an `[admin]` file is readable and holds PEM of the right kind.
+fn pem_file(c: &mut Check, v: &Spanned<String>, path: &Path, what: &str, kind: Pem) {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            c.at(v, format!("cannot read {what} {}: {e}", path.display()));
+            return;
+        }
+    };
+    let found = match kind {
+        Pem::Certificate => CertificateDer::pem_slice_iter(&bytes).any(|c| c.is_ok()),
+        Pem::Key => PrivateKeyDer::from_pem_slice(&bytes).is_ok(),
+    };
+    if !found {
+        let wanted = match kind {
+            Pem::Certificate => "PEM certificate (-----BEGIN CERTIFICATE-----)",
+            Pem::Key => "PEM private key (-----BEGIN PRIVATE KEY-----)",
+        };
+        c.at(v, format!("{what} {} holds no {wanted}", path.display()));
+    }
 }

@@ -147,9 +147,9 @@ fn every_config_problem_is_reported() {
             "portcullis.toml:35:8: invalid events.sink \"syslog\"; expected \"stdout\" or \"file:PATH\"",
             "portcullis.toml:38:19: limits.max_connections = 0 is out of range; expected 1 to 4294967295",
             "portcullis.toml:39:19: limits.idle_timeout_ms = -1 is out of range; expected 1 to 86400000",
-            "portcullis.toml:41:1: the [admin] endpoint is not supported by this build yet",
             "portcullis.toml:42:10: [admin] listen 0.0.0.0:9901 is not a loopback address, so client_ca (client certificates) is required",
             "portcullis.toml:43:12: tls_cert needs tls_key beside it",
+            &format!("portcullis.toml:43:12: cannot read tls_cert {FIXTURES}/bad-config/certs/admin.pem: No such file or directory (os error 2)"),
         ],
     );
 }
@@ -455,4 +455,62 @@ fn policy_dir_reads_only_toml_files_directly_inside_it() {
             policy.display()
         )
     );
+}
+
+/// `[admin]` tables (paths relative to the crate root, where the dev certificates are) and
+/// the exact problems each must produce; an empty list means valid.
+#[test]
+fn admin_endpoint_validation() {
+    let listener = "[[listener]]\nmode = \"redirect\"\nlisten = \"0.0.0.0:15001\"\n\n";
+    let segment = "segment = \"a\"\nsources = [\"10.0.0.0/8\"]\nmode = \"block\"\n";
+    let cases: &[(&str, &[&str])] = &[
+        ("listen = \"127.0.0.1:9901\"", &[]),
+        ("listen = \"[::1]:9901\"", &[]),
+        (
+            "listen = \"127.0.0.1:9901\"\ntls_cert = \"certs/admin.pem\"\ntls_key = \"certs/admin-key.pem\"",
+            &[],
+        ),
+        (
+            "listen = \"0.0.0.0:9901\"\ntls_cert = \"certs/admin.pem\"\ntls_key = \"certs/admin-key.pem\"\nclient_ca = \"certs/ca.pem\"",
+            &[],
+        ),
+        (
+            "listen = \"10.0.0.1:9901\"\ntls_cert = \"certs/admin.pem\"\ntls_key = \"certs/admin-key.pem\"",
+            &["portcullis.toml:6:10: [admin] listen 10.0.0.1:9901 is not a loopback address, so client_ca (client certificates) is required"],
+        ),
+        (
+            "listen = \"127.0.0.1:9901\"\ntls_key = \"certs/admin-key.pem\"",
+            &["portcullis.toml:7:11: tls_key needs tls_cert beside it"],
+        ),
+        (
+            "listen = \"127.0.0.1:9901\"\nclient_ca = \"certs/ca.pem\"",
+            &["portcullis.toml:7:13: client_ca needs tls_cert and tls_key: client certificates need TLS"],
+        ),
+        (
+            "listen = \"localhost:9901\"",
+            &["portcullis.toml:6:10: invalid admin listen address \"localhost:9901\"; expected IP:PORT like \"0.0.0.0:15001\" or \"[::]:15001\""],
+        ),
+        (
+            "listen = \"127.0.0.1:9901\"\ntls_cert = \"certs/admin-key.pem\"\ntls_key = \"certs/admin.pem\"",
+            &[
+                "portcullis.toml:7:12: tls_cert certs/admin-key.pem holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                "portcullis.toml:8:11: tls_key certs/admin.pem holds no PEM private key (-----BEGIN PRIVATE KEY-----)",
+            ],
+        ),
+        (
+            "listen = \"127.0.0.1:9901\"\ntls_cert = \"certs/admin.pem\"\ntls_key = \"certs/nothing-key.pem\"",
+            &["portcullis.toml:8:11: cannot read tls_key certs/nothing-key.pem: No such file or directory (os error 2)"],
+        ),
+    ];
+    for (admin, expected) in cases {
+        let config = format!("{listener}[admin]\n{admin}\n");
+        let got = match load_from_strs("portcullis.toml", &config, &[("a.toml", segment)]) {
+            Ok(loaded) => {
+                assert!(loaded.config.admin.is_some());
+                Vec::new()
+            }
+            Err(p) => p.0.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(got, *expected, "{admin}");
+    }
 }

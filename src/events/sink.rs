@@ -1,6 +1,6 @@
 //! The event writer: a bounded queue and one thread that writes lines to stdout or a file,
-//! so emitting never blocks a connection; when the writer falls behind, events are dropped
-//! and counted.
+//! so emitting never blocks a connection; when the writer falls behind, or cannot write
+//! (disk full), events are dropped and counted.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -57,17 +57,16 @@ impl Sink {
             Target::File(path) => Box::new(open_append(path)?),
         };
         let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
         let handle = std::thread::Builder::new()
             .name("portcullis-events".into())
             .spawn({
                 let target = target.clone();
-                move || write_loop(rx, out, &target)
+                let dropped = Arc::clone(&dropped);
+                move || write_loop(rx, out, &target, &dropped)
             })
             .map_err(SinkError::Thread)?;
-        let sink = Sink {
-            tx,
-            dropped: Arc::new(AtomicU64::new(0)),
-        };
+        let sink = Sink { tx, dropped };
         Ok((sink, Writer { handle }))
     }
 
@@ -87,7 +86,7 @@ impl Sink {
         let _ = self.tx.send(Msg::Reopen);
     }
 
-    /// Events dropped so far because the writer could not keep up.
+    /// Events dropped so far because the writer could not keep up or could not write them.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -120,20 +119,26 @@ const TICK: Duration = Duration::from_millis(5);
 
 /// Writes whatever is queued, flushes, and sleeps a tick when there was nothing, so events
 /// reach the file promptly without a syscall per event under load.
-fn write_loop(rx: Receiver<Msg>, out: Box<dyn Write + Send>, target: &Target) {
+fn write_loop(rx: Receiver<Msg>, out: Box<dyn Write + Send>, target: &Target, dropped: &AtomicU64) {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
+    // Lines written since the last successful flush: lost, and counted, if writing fails.
+    let mut unflushed = 0u64;
     loop {
         let mut wrote = false;
         loop {
             match rx.try_recv() {
                 Ok(Msg::Line(line)) => {
-                    if let Err(err) = writeln!(out, "{line}") {
-                        eprintln!("portcullis: event write failed: {err}");
+                    unflushed += 1;
+                    if writeln!(out, "{line}").is_err() {
+                        out = lose(out, &mut unflushed, dropped);
                     }
                     wrote = true;
                 }
                 Ok(Msg::Reopen) => {
-                    let _ = out.flush();
+                    if out.flush().is_err() {
+                        dropped.fetch_add(unflushed, Ordering::Relaxed);
+                    }
+                    unflushed = 0;
                     if let Target::File(path) = target {
                         match open_append(path) {
                             Ok(file) => out = BufWriter::with_capacity(64 * 1024, Box::new(file)),
@@ -149,11 +154,47 @@ fn write_loop(rx: Receiver<Msg>, out: Box<dyn Write + Send>, target: &Target) {
             }
         }
         if wrote {
-            if let Err(err) = out.flush() {
-                eprintln!("portcullis: event flush failed: {err}");
+            match out.flush() {
+                Ok(()) => unflushed = 0,
+                Err(_) => out = lose(out, &mut unflushed, dropped),
             }
         } else {
             std::thread::sleep(TICK);
         }
+    }
+}
+
+/// A write failed (disk full, a closed pipe): counts the lines not known to be written as
+/// dropped and discards what is buffered, so one failure is not retried forever. The drop
+/// count is what the gateway reports every 10 s and in `portcullis_events_dropped_total`.
+fn lose<W: Write>(out: BufWriter<W>, unflushed: &mut u64, dropped: &AtomicU64) -> BufWriter<W> {
+    dropped.fetch_add(*unflushed, Ordering::Relaxed);
+    *unflushed = 0;
+    let (inner, _discarded) = out.into_parts();
+    BufWriter::with_capacity(64 * 1024, inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_that_cannot_be_written_are_counted_as_dropped() {
+        // /dev/full: every write fails with ENOSPC, as on a full disk.
+        let (sink, writer) = Sink::start(&Target::File(PathBuf::from("/dev/full"))).unwrap();
+        for i in 0..10 {
+            sink.emit(format!("{{\"n\":{i}}}"));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sink.dropped() < 10 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} dropped",
+                sink.dropped()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        writer.finish(&sink);
+        assert_eq!(sink.dropped(), 10);
     }
 }

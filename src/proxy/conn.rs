@@ -3,6 +3,7 @@
 //! event, always. Explicit proxies join at [`judge`], once they know the destination.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -14,9 +15,10 @@ use tokio::time::{timeout, Instant};
 use super::agree::{server_answer, Answer};
 use super::detect::{client_first_turn, server_first_turn, ClientTurn, Detected};
 use super::relay::{relay, Relayed};
-use super::{orig_dst, ListenerInfo, Shared};
+use super::{orig_dst, InForce, ListenerInfo, Shared};
 use crate::config::ListenerMode;
 use crate::events::{CloseEvent, CloseReason, DecisionEvent, Detection, Flow};
+use crate::metrics::{SegmentMetrics, Side, Tracked, Traffic};
 use crate::policy::{Decision, Gate, Policy, Reason, Refuse};
 use crate::sniff::{Protocol, Sniffed};
 
@@ -52,9 +54,9 @@ pub async fn handle(
     };
     // Held until the connection ends: it counts towards the connection limits.
     let (admission, _slot) = shared.admit(&listener, peer, destination, local);
-    let policy = shared.policy();
-    let gate = policy.gate(peer.ip(), destination, admission);
-    judge(&shared, &policy, gate, client, &known, None, None).await;
+    let in_force = shared.in_force();
+    let gate = in_force.policy.gate(peer.ip(), destination, admission);
+    judge(&shared, &in_force, gate, client, &known, None, None).await;
 }
 
 /// A connection whose destination is known: what every listener hands to [`judge`].
@@ -67,18 +69,27 @@ pub(super) struct Known {
 }
 
 impl Known {
-    /// The connection's decision event; `detected` is what detection saw, `None` when the
-    /// decision came before any byte was read.
+    /// The connection's decision, counted in its segment's metrics and then evented (so a
+    /// scrape after the event always counts it); `detected` is what detection saw, `None`
+    /// when the decision came before any byte was read. Returns the counters the
+    /// connection's close is counted in.
     pub(super) fn emit_decision(
         &self,
         shared: &Shared,
-        policy: &Policy,
+        in_force: &InForce,
         decision: &Decision,
         detected: Option<&Detected>,
         server_protocol: Option<Protocol>,
-    ) {
+    ) -> Arc<SegmentMetrics> {
+        let policy = &in_force.policy;
         let sniffed = detected.and_then(|d| d.sniffed.as_ref());
         let segment = policy.segment(decision);
+        let counted = decision
+            .segment
+            .and_then(|i| in_force.segments.get(i))
+            .unwrap_or(shared.metrics().unsegmented());
+        let protocol = sniffed.map_or(Protocol::Unknown, |s| s.protocol);
+        counted.decided(decision.action, decision.reason, protocol);
         shared.events.emit(
             DecisionEvent {
                 at: self.at,
@@ -89,7 +100,7 @@ impl Known {
                 mode: segment.map(|s| s.mode),
                 rule_id: policy.rule(decision).map(|r| r.id.as_str()),
                 policy_version: &policy.version,
-                protocol: sniffed.map_or(Protocol::Unknown, |s| s.protocol),
+                protocol,
                 sniffed,
                 detection: detected.map_or(Detection::Skipped, |d| d.stop),
                 expected_protocols: &decision.expected_protocols,
@@ -99,17 +110,23 @@ impl Known {
             }
             .to_json_for(self.domain.as_deref()),
         );
+        Arc::clone(counted)
     }
 
-    /// The connection's close event.
+    /// The connection's close event, its bytes first added to `counted` (the counters of
+    /// its decision; `None` when no decision was taken).
     pub(super) fn emit_close(
         &self,
         shared: &Shared,
         policy: &Policy,
+        counted: Option<&SegmentMetrics>,
         segment: Option<&str>,
         protocol: Protocol,
         relayed: &Relayed,
     ) {
+        if let Some(counted) = counted {
+            counted.closed(relayed.client_bytes, relayed.server_bytes);
+        }
         shared.events.emit(
             CloseEvent {
                 at: SystemTime::now(),
@@ -136,13 +153,14 @@ impl Known {
 /// judged as detection would have judged it.
 pub(super) async fn judge(
     shared: &Shared,
-    policy: &Policy,
+    in_force: &InForce,
     gate: Gate,
     mut client: TcpStream,
     known: &Known,
     dialled: Option<TcpStream>,
     read: Option<Detected>,
 ) {
+    let policy = &in_force.policy;
     let destination = known.flow.destination;
     let mut connected = dialled;
     let inspected = matches!(gate, Gate::Inspect { .. });
@@ -155,7 +173,12 @@ pub(super) async fn judge(
                 None => {
                     let started = Instant::now();
                     let (client, up) = (&mut client, &mut connected);
-                    inspect(shared, policy, segment, client, destination, started, up).await
+                    let inspection =
+                        inspect(shared, policy, segment, client, destination, started, up).await;
+                    if let Some(side) = inspection.side() {
+                        shared.metrics().detected(side, started.elapsed());
+                    }
+                    inspection
                 }
             };
             let sniffed = inspection.detected.sniffed.as_ref();
@@ -194,7 +217,7 @@ pub(super) async fn judge(
         .as_ref()
         .and_then(|d| d.answer.sniffed.as_ref())
         .map(|s| s.protocol);
-    known.emit_decision(shared, policy, &decision, detected, server_protocol);
+    let counted = known.emit_decision(shared, in_force, &decision, detected, server_protocol);
     let segment = policy.segment(&decision);
 
     // Only the bytes to replay outlive the decision; they are freed once written.
@@ -202,9 +225,27 @@ pub(super) async fn judge(
         None => (Vec::new(), Upstream::NotYet),
         Some(Inspection { detected, upstream }) => (detected.buf, upstream),
     };
+    // Listed in `GET /connections` from the decision to the close.
+    let open = shared.metrics().connections.open(Tracked {
+        source: known.flow.source,
+        destination,
+        listener: known.flow.listener,
+        segment: Arc::clone(&counted),
+        protocol,
+        action: decision.action,
+        started: known.accepted.into_std(),
+        traffic: Traffic::default(),
+    });
+    let traffic = open.traffic();
+    let read = replay.len() as u64;
+    match upstream {
+        Upstream::Connected(_) => &traffic.downstream,
+        Upstream::NotYet | Upstream::Unreachable(_) => &traffic.upstream,
+    }
+    .fetch_add(read, Ordering::Relaxed);
     let relayed = if let Some(d) = dialled {
         let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
-        finish_dialled(shared, client, d, &decision, refuse, protocol).await
+        finish_dialled(shared, client, d, &decision, refuse, protocol, traffic).await
     } else if !decision.action.forwards() {
         let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
         refuse_connection(client, refuse, &decision, protocol).await;
@@ -220,9 +261,11 @@ pub(super) async fn judge(
         }
     } else {
         match upstream {
-            Upstream::NotYet => forward(shared, &mut client, destination, connected, replay).await,
+            Upstream::NotYet => {
+                forward(shared, &mut client, destination, connected, replay, traffic).await
+            }
             Upstream::Connected(mut upstream) => {
-                server_first_forward(shared, &mut client, &mut upstream, replay).await
+                server_first_forward(shared, &mut client, &mut upstream, replay, traffic).await
             }
             Upstream::Unreachable(reason) => {
                 reset(&client);
@@ -234,9 +277,11 @@ pub(super) async fn judge(
             }
         }
     };
+    drop(open);
     known.emit_close(
         shared,
         policy,
+        Some(&counted),
         segment.map(|s| s.name.as_str()),
         protocol,
         &relayed,
@@ -278,6 +323,21 @@ struct Inspection {
 }
 
 impl Inspection {
+    /// Whose bytes decided, for the detection-time histogram; `None` when nobody's did (a
+    /// silent client on a blindly refused port, an unreachable server).
+    fn side(&self) -> Option<Side> {
+        match self.upstream {
+            Upstream::Connected(_) => Some(Side::Server),
+            Upstream::Unreachable(_) => None,
+            Upstream::NotYet
+                if self.detected.stop == Detection::Timeout && self.detected.buf.is_empty() =>
+            {
+                None
+            }
+            Upstream::NotYet => Some(Side::Client),
+        }
+    }
+
     /// The client's first turn as an explicit proxy read it.
     fn read(detected: Detected) -> Inspection {
         Inspection {
@@ -356,6 +416,7 @@ async fn server_first_forward(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
     banner: Vec<u8>,
+    traffic: &Traffic,
 ) -> Relayed {
     let read = banner.len() as u64;
     if !banner.is_empty() && client.write_all(&banner).await.is_err() {
@@ -368,7 +429,7 @@ async fn server_first_forward(
     }
     drop(banner);
     let idle = shared.limits.idle_timeout;
-    let mut relayed = relay(client, upstream, idle, shared.stop.clone()).await;
+    let mut relayed = relay(client, upstream, idle, shared.stop.clone(), traffic).await;
     relayed.server_bytes += read;
     relayed
 }
@@ -381,6 +442,7 @@ async fn forward(
     destination: SocketAddr,
     connected: Option<TcpStream>,
     replay: Vec<u8>,
+    traffic: &Traffic,
 ) -> Relayed {
     let read = replay.len() as u64;
     let upstream = match dial(shared, destination, connected, replay).await {
@@ -400,6 +462,7 @@ async fn forward(
         &upstream,
         shared.limits.idle_timeout,
         shared.stop.clone(),
+        traffic,
     )
     .await;
     relayed.client_bytes += read;
@@ -463,6 +526,7 @@ async fn finish_dialled(
     decision: &Decision,
     refuse: Refuse,
     protocol: Protocol,
+    traffic: &Traffic,
 ) -> Relayed {
     let Dialled {
         upstream,
@@ -474,6 +538,9 @@ async fn finish_dialled(
         server_bytes: 0,
         reason: CloseReason::Completed,
     };
+    traffic
+        .upstream
+        .fetch_add(done.client_bytes, Ordering::Relaxed);
     let upstream = match upstream {
         Ok(upstream) => upstream,
         Err(reason) => {
@@ -504,6 +571,7 @@ async fn finish_dialled(
         &upstream,
         shared.limits.idle_timeout,
         shared.stop.clone(),
+        traffic,
     )
     .await;
     relayed.client_bytes += done.client_bytes;

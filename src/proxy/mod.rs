@@ -2,6 +2,7 @@
 //!
 //! `serve` binds every listener, then runs until SIGTERM/SIGINT; SIGHUP reloads the policy,
 //! SIGUSR1 reopens the event file.
+//! The admin endpoint (`crate::admin`), when configured, starts once the listeners are bound.
 //! Each accepted connection is one task (`conn::handle`) that emits exactly one decision
 //! event and one close event.
 
@@ -9,6 +10,7 @@ mod agree;
 mod conn;
 mod detect;
 mod explicit;
+mod in_force;
 mod limits;
 mod listener;
 mod notify;
@@ -20,7 +22,8 @@ mod splice;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -28,11 +31,15 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 pub use detect::{client_first_turn, Detected};
+pub use in_force::InForce;
 
+use crate::admin::{self, AdminError};
 use crate::config::{self, Detect, Limits, ListenerMode, Loaded, Sink as SinkConfig};
 use crate::events::{self, Sink, SinkError, Target};
+use crate::metrics::Metrics;
 use crate::policy::{Admission, Policy};
 
+use in_force::PolicyCell;
 use limits::{Limiter, Slot};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +50,8 @@ pub enum ProxyError {
     Events(#[from] SinkError),
     #[error("cannot install signal handlers: {0}")]
     Signal(io::Error),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 /// A bound listener, as connections see it.
@@ -55,7 +64,7 @@ pub struct ListenerInfo {
 
 /// State every connection task shares.
 pub struct Shared {
-    policy: RwLock<Arc<Policy>>,
+    policy: PolicyCell,
     detect: Detect,
     limits: Limits,
     events: Sink,
@@ -63,12 +72,55 @@ pub struct Shared {
     /// Turns true when the drain period after SIGTERM runs out.
     stop: watch::Receiver<bool>,
     limiter: Arc<Limiter>,
+    // Operations (issue 7): what reloads read, metrics, readiness.
+    config: config::Config,
+    metrics: Metrics,
+    /// True from SIGTERM on: `GET /readyz` answers 503.
+    draining: AtomicBool,
+    /// Reloads run one at a time, so the last one started is the one left in force.
+    reloading: Mutex<()>,
 }
 
 impl Shared {
     /// The policy in force now; a connection keeps the one it started with.
     pub fn policy(&self) -> Arc<Policy> {
-        Arc::clone(&self.policy.read().unwrap_or_else(PoisonError::into_inner))
+        self.policy.policy()
+    }
+
+    /// The policy in force with its segments' counters and load time.
+    pub fn in_force(&self) -> InForce {
+        self.policy.get()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// True once SIGTERM or SIGINT has been received.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Events dropped so far because the sink could not keep up.
+    pub fn events_dropped(&self) -> u64 {
+        self.events.dropped()
+    }
+
+    /// SIGHUP and `POST /reload`: loads and validates everything on a blocking thread; only
+    /// a fully valid policy replaces the old one. Returns the version now in force, or every
+    /// problem (the old policy stays).
+    pub async fn reload(self: &Arc<Self>) -> Result<String, config::Problems> {
+        let shared = Arc::clone(self);
+        tokio::task::spawn_blocking(move || reload(&shared))
+            .await
+            .unwrap_or_else(|err| {
+                Err(config::Problems(vec![config::Problem {
+                    file: shared_path(self),
+                    line: 1,
+                    col: 1,
+                    message: format!("reload failed: {err}"),
+                }]))
+            })
     }
 
     /// The checks that come before the policy, in DESIGN.md's order: self destination, then
@@ -163,14 +215,23 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
     let (events, writer) = Sink::start(&target(&config.events.sink))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (quit_accepting, accepting_stopped) = watch::channel(false);
+    let metrics = Metrics::with_table(config.admin.is_some());
+    let admin = match &config.admin {
+        Some(a) => Some(admin::bind(a).await?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
-        policy: RwLock::new(Arc::new(policy)),
+        policy: PolicyCell::new(InForce::new(policy, &metrics)),
         detect: config.detect,
         limits: config.limits,
         events,
         listeners: bound.iter().map(|(info, _)| info.addr).collect(),
         stop: stop_rx,
         limiter: Arc::new(Limiter::new(&config.limits)),
+        config: config.clone(),
+        metrics,
+        draining: AtomicBool::new(false),
+        reloading: Mutex::new(()),
     });
     for (info, tcp) in bound {
         eprintln!(
@@ -195,6 +256,10 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
         );
     }
 
+    if let Some(admin) = admin {
+        eprintln!("portcullis: admin endpoint on {}", admin.describe());
+        tokio::spawn(admin.run(Arc::clone(&shared)));
+    }
     if let Err(err) = notify::notify("READY=1") {
         eprintln!("portcullis: cannot tell systemd we are ready: {err}");
     }
@@ -204,7 +269,9 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            _ = hangup.recv() => reload(&shared, &config),
+            _ = hangup.recv() => {
+                let _ = shared.reload().await;
+            }
             _ = rotate.recv() => {
                 let events = shared.events.clone();
                 let _ = tokio::task::spawn_blocking(move || events.reopen()).await;
@@ -213,7 +280,7 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
                 let now = shared.events.dropped();
                 if now > dropped {
                     eprintln!(
-                        "portcullis: {} event(s) dropped in the last {:?}: the event sink cannot keep up",
+                        "portcullis: {} event(s) dropped in the last {:?}: the event sink cannot keep up or cannot write",
                         now - dropped,
                         DROP_REPORT
                     );
@@ -223,6 +290,7 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
         }
     }
     let _ = notify::notify("STOPPING=1");
+    shared.draining.store(true, Ordering::Relaxed);
 
     eprintln!(
         "portcullis: stopping; draining {} connection(s) for up to {:?}",
@@ -242,8 +310,17 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// SIGHUP: load and validate everything; only a fully valid policy replaces the old one.
-fn reload(shared: &Shared, config: &config::Config) {
+fn shared_path(shared: &Shared) -> String {
+    shared.config.path.display().to_string()
+}
+
+/// Loads and validates everything; only a fully valid policy replaces the old one.
+fn reload(shared: &Shared) -> Result<String, config::Problems> {
+    let _one_at_a_time = shared
+        .reloading
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let config = &shared.config;
     let result = if config.path == Path::new(config::EMBEDDED) {
         config::load_embedded()
     } else {
@@ -254,21 +331,27 @@ fn reload(shared: &Shared, config: &config::Config) {
             if new.config.listeners != config.listeners {
                 eprintln!("portcullis: listener changes need a restart; the old listeners stay");
             }
+            if new.config.admin != config.admin {
+                eprintln!("portcullis: [admin] changes need a restart; the old endpoint stays");
+            }
             let version = new.policy.version.clone();
-            *shared
+            shared
                 .policy
-                .write()
-                .unwrap_or_else(PoisonError::into_inner) = Arc::new(new.policy);
+                .install(InForce::new(new.policy, &shared.metrics));
+            shared.metrics.reloaded(true);
             eprintln!("portcullis: policy {version} reloaded");
             shared.events.emit(events::reload_event(&version, None));
+            Ok(version)
         }
         Err(problems) => {
             let message = problems.to_string();
             eprintln!("portcullis: reload failed; the old policy stays in force:\n{message}");
+            shared.metrics.reloaded(false);
             let version = shared.policy().version.clone();
             shared
                 .events
                 .emit(events::reload_event(&version, Some(&message)));
+            Err(problems)
         }
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 use crate::events::CloseReason;
+use crate::metrics::Traffic;
 
 #[cfg(target_os = "linux")]
 use super::splice;
@@ -69,17 +70,20 @@ struct Direction<'a> {
     reader: Peer,
     writer: Peer,
     bytes: u64,
+    /// The connection's live count (`GET /connections`).
+    live: &'a AtomicU64,
     activity: &'a AtomicU64,
     epoch: Instant,
 }
 
 /// Relays until both directions have ended, one side fails, nothing moves for `idle`, or
-/// `stop` turns true (the drain period ran out).
+/// `stop` turns true (the drain period ran out). Bytes are added to `traffic` as they move.
 pub async fn relay(
     client: &TcpStream,
     upstream: &TcpStream,
     idle: Duration,
     mut stop: watch::Receiver<bool>,
+    traffic: &Traffic,
 ) -> Relayed {
     let epoch = Instant::now();
     let activity = AtomicU64::new(0);
@@ -89,6 +93,7 @@ pub async fn relay(
         reader: Peer::Client,
         writer: Peer::Upstream,
         bytes: 0,
+        live: &traffic.upstream,
         activity: &activity,
         epoch,
     };
@@ -98,6 +103,7 @@ pub async fn relay(
         reader: Peer::Upstream,
         writer: Peer::Client,
         bytes: 0,
+        live: &traffic.downstream,
         activity: &activity,
         epoch,
     };
@@ -172,6 +178,7 @@ impl Direction<'_> {
 
     fn moved(&mut self, n: usize) {
         self.bytes += n as u64;
+        self.live.fetch_add(n as u64, Ordering::Relaxed);
         self.activity
             .store(millis_since(self.epoch), Ordering::Relaxed);
     }
@@ -304,7 +311,14 @@ mod tests {
         let (mut server, gw_upstream) = pair().await;
         let (_stop_tx, stop) = watch::channel(false);
         let gateway = tokio::spawn(async move {
-            relay(&gw_client, &gw_upstream, Duration::from_secs(30), stop).await
+            relay(
+                &gw_client,
+                &gw_upstream,
+                Duration::from_secs(30),
+                stop,
+                &Traffic::default(),
+            )
+            .await
         });
         let request = pattern(100_000, 1);
         let response = pattern(3_000_000, 7);
@@ -339,7 +353,14 @@ mod tests {
         let (server, gw_upstream) = pair().await;
         let (_stop_tx, stop) = watch::channel(false);
         let gateway = tokio::spawn(async move {
-            relay(&gw_client, &gw_upstream, Duration::from_secs(30), stop).await
+            relay(
+                &gw_client,
+                &gw_upstream,
+                Duration::from_secs(30),
+                stop,
+                &Traffic::default(),
+            )
+            .await
         });
         SockRef::from(&server)
             .set_linger(Some(Duration::ZERO))
@@ -357,7 +378,14 @@ mod tests {
         let (_client, gw_client) = pair().await;
         let (_server, gw_upstream) = pair().await;
         let (_stop_tx, stop) = watch::channel(false);
-        let relayed = relay(&gw_client, &gw_upstream, Duration::from_millis(200), stop).await;
+        let relayed = relay(
+            &gw_client,
+            &gw_upstream,
+            Duration::from_millis(200),
+            stop,
+            &Traffic::default(),
+        )
+        .await;
         assert_eq!(relayed.reason, CloseReason::IdleTimeout);
     }
 
@@ -367,7 +395,14 @@ mod tests {
         let (_server, gw_upstream) = pair().await;
         let (stop_tx, stop) = watch::channel(false);
         let gateway = tokio::spawn(async move {
-            relay(&gw_client, &gw_upstream, Duration::from_secs(30), stop).await
+            relay(
+                &gw_client,
+                &gw_upstream,
+                Duration::from_secs(30),
+                stop,
+                &Traffic::default(),
+            )
+            .await
         });
         stop_tx.send(true).unwrap();
         assert_eq!(gateway.await.unwrap().reason, CloseReason::Shutdown);
@@ -385,12 +420,14 @@ mod tests {
             client
         });
         let activity = AtomicU64::new(0);
+        let live = AtomicU64::new(0);
         let mut direction = Direction {
             from: &gw_client,
             to: &gw_upstream,
             reader: Peer::Client,
             writer: Peer::Upstream,
             bytes: 0,
+            live: &live,
             activity: &activity,
             epoch: Instant::now(),
         };
@@ -402,6 +439,7 @@ mod tests {
         moved.unwrap();
         assert!(got == expected, "copied stream differs");
         assert_eq!(direction.bytes, 5_000_000);
+        assert_eq!(live.load(Ordering::Relaxed), 5_000_000, "counted live too");
         drop(sender.await.unwrap());
     }
 }

@@ -24,6 +24,7 @@ pub use banners::{FTP_FILE, FTP_V4, SMTP_V4};
 pub use events::Conn;
 pub use host::tool;
 use host::{is_root, kill_group, need, remove_namespace, remove_stale};
+pub use servers::ADMIN;
 
 /// Client of the block segment.
 pub const CB: Ns = Ns("cb");

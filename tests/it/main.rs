@@ -3,6 +3,7 @@
 // functions; the helpers they share are test code too).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
 mod banners;
 mod cli;
 mod e2e;

@@ -25,7 +25,7 @@ use super::conn::{self, Known};
 use super::detect::Detected;
 use super::limits::Slot;
 use super::relay::Relayed;
-use super::{ListenerInfo, Shared};
+use super::{InForce, ListenerInfo, Shared};
 use crate::config::ListenerMode;
 use crate::events::{CloseReason, Flow};
 use crate::policy::{Admission, Decision, Gate, Policy, Reason};
@@ -92,7 +92,7 @@ enum Refusal {
 /// A tunnel ready to open: the upstream is connected and has been sent nothing.
 struct Opened {
     known: Known,
-    policy: Arc<Policy>,
+    in_force: InForce,
     gate: Gate,
     upstream: TcpStream,
     _slot: Option<Slot>,
@@ -105,12 +105,21 @@ impl Opened {
     async fn judge(self, shared: &Shared, client: TcpStream, read: Option<Detected>) {
         let Opened {
             known,
-            policy,
+            in_force,
             gate,
             upstream,
             _slot,
         } = self;
-        conn::judge(shared, &policy, gate, client, &known, Some(upstream), read).await;
+        conn::judge(
+            shared,
+            &in_force,
+            gate,
+            client,
+            &known,
+            Some(upstream),
+            read,
+        )
+        .await;
     }
 }
 
@@ -122,7 +131,8 @@ async fn open(
     admission: Result<Slot, Admission>,
     target: Target,
 ) -> Result<Opened, Refusal> {
-    let policy = shared.policy();
+    let in_force = shared.in_force();
+    let policy = &in_force.policy;
     let (first, domain) = match &target.host {
         Host::Ip(ip) => (SocketAddr::new(*ip, target.port), None),
         // Not resolved yet: events say only the port and the name.
@@ -148,7 +158,7 @@ async fn open(
         Err(refused) => (refused, None),
     };
     let refuse = |known: &Known, decision: Decision| {
-        refused(shared, &policy, known, &decision);
+        refused(shared, &in_force, known, &decision);
         Err(Refusal::Policy(decision.reason))
     };
     let gate = policy.gate(accepted.peer.ip(), first, admission);
@@ -170,7 +180,7 @@ async fn open(
         Host::Name(name) => match resolve::resolve(name, target.port, limit).await {
             Ok(addrs) => addrs,
             Err(_) => {
-                closed(shared, &policy, &known, CloseReason::Unresolved);
+                closed(shared, policy, &known, CloseReason::Unresolved);
                 return Err(Refusal::Unresolved);
             }
         },
@@ -197,7 +207,7 @@ async fn open(
                 let gate = policy.gate(accepted.peer.ip(), addr, Admission::Admitted);
                 return Ok(Opened {
                     known,
-                    policy,
+                    in_force,
                     gate,
                     upstream,
                     _slot: slot,
@@ -206,20 +216,29 @@ async fn open(
             Err(reason) => failure = reason,
         }
     }
-    closed(shared, &policy, &known, failure);
+    closed(shared, policy, &known, failure);
     Err(Refusal::Upstream(failure))
 }
 
 /// A refusal by the policy before the tunnel opened: its decision event and close event.
-fn refused(shared: &Shared, policy: &Policy, known: &Known, decision: &Decision) {
-    known.emit_decision(shared, policy, decision, None, None);
+fn refused(shared: &Shared, in_force: &InForce, known: &Known, decision: &Decision) {
+    let counted = known.emit_decision(shared, in_force, decision, None, None);
+    let policy = &in_force.policy;
     let segment = policy.segment(decision).map(|s| s.name.as_str());
     let relayed = Relayed {
         client_bytes: 0,
         server_bytes: 0,
         reason: CloseReason::Blocked,
     };
-    known.emit_close(shared, policy, segment, Protocol::Unknown, &relayed);
+    let counted = Some(&*counted);
+    known.emit_close(
+        shared,
+        policy,
+        counted,
+        segment,
+        Protocol::Unknown,
+        &relayed,
+    );
 }
 
 /// No tunnel, and no decision either: the destination could not be reached.
@@ -233,7 +252,7 @@ fn closed(shared: &Shared, policy: &Policy, known: &Known, reason: CloseReason) 
         server_bytes: 0,
         reason,
     };
-    known.emit_close(shared, policy, segment, Protocol::Unknown, &relayed);
+    known.emit_close(shared, policy, None, segment, Protocol::Unknown, &relayed);
 }
 
 /// How long an answer waits for the client to read it before the connection closes.

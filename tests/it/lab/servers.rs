@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use super::host::{need, sh};
 use super::{Lab, GW, SRV, SSH_V4, WEB_V4, WEB_V6};
 
+/// The gateway's admin endpoint, on loopback inside the `gw` namespace.
+pub const ADMIN: &str = "127.0.0.1:9901";
+
 impl Lab {
     pub(super) fn start_servers(&mut self) {
         let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
@@ -101,7 +104,7 @@ impl Lab {
         let config = format!(
             "policy_dir = \"{}\"\n\n[[listener]]\nmode = \"{mode}\"\nlisten = \"0.0.0.0:15001\"\n\n\
              [[listener]]\nmode = \"{mode}\"\nlisten = \"[::]:15001\"\n\n[detect]\ntimeout_ms = 2000\n\n\
-             [events]\nsink = \"file:{}\"\n",
+             [events]\nsink = \"file:{}\"\n\n[admin]\nlisten = \"{ADMIN}\"\n",
             policy.display(),
             self.events_path().display()
         );
