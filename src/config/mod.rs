@@ -73,12 +73,9 @@ impl ListenerMode {
         }
     }
 
-    /// Whether this build has the listener; `check` reports the others as problems.
-    pub const fn is_supported(self) -> bool {
-        matches!(
-            self,
-            ListenerMode::Redirect | ListenerMode::Tproxy | ListenerMode::Forward
-        )
+    /// `http_proxy` and `socks5`: the client names its destination in the proxy protocol.
+    pub const fn is_explicit(self) -> bool {
+        matches!(self, ListenerMode::HttpProxy | ListenerMode::Socks5)
     }
 }
 

@@ -84,17 +84,6 @@ fn listeners(c: &mut Check, raw: &RawConfig) -> Vec<Listener> {
     for spanned in &raw.listener {
         let l = spanned.get_ref();
         let mode = c.word(&l.mode, "listener mode", LISTENER_MODES);
-        if let Some(m) = mode {
-            if !m.is_supported() {
-                c.at(
-                    &l.mode,
-                    format!(
-                        "listener mode {:?} is not supported by this build yet",
-                        m.name()
-                    ),
-                );
-            }
-        }
         let listen = socket_addr(c, &l.listen, "listen");
         if let Some(addr) = listen {
             let line = c.doc.at(l.listen.span(), "").line;

@@ -139,7 +139,7 @@ fn every_config_problem_is_reported() {
             "portcullis.toml:10:10: listen address 127.0.0.1:15001 is already used by the listener on line 6",
             "portcullis.toml:13:8: a forward listener needs upstream = \"IP:PORT\"",
             "portcullis.toml:19:12: upstream is only for forward listeners, not \"redirect\"",
-            "portcullis.toml:22:8: listener mode \"socks5\" is not supported by this build yet",
+            "portcullis.toml:23:12: upstream is only for forward listeners, not \"socks5\"",
             "portcullis.toml:26:8: unknown listener mode \"udp\"; expected one of redirect, tproxy, forward, http_proxy, socks5",
             "portcullis.toml:27:10: invalid listen address \"localhost:15005\"; expected IP:PORT like \"0.0.0.0:15001\" or \"[::]:15001\"",
             "portcullis.toml:30:19: detect.client_first_ms (6000) is larger than detect.timeout_ms (5000); the server's banner would never be read",

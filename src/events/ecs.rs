@@ -46,7 +46,9 @@ pub struct Event {
 
 #[derive(Serialize)]
 pub struct Endpoint<'a> {
-    pub ip: Text<IpAddr>,
+    /// Absent only for a destination named by host whose address was never learned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Text<IpAddr>>,
     pub port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
@@ -57,11 +59,22 @@ pub struct Endpoint<'a> {
 impl Endpoint<'_> {
     pub fn of(addr: SocketAddr) -> Endpoint<'static> {
         Endpoint {
-            ip: Text(addr.ip()),
+            ip: Some(Text(addr.ip())),
             port: addr.port(),
             bytes: None,
             domain: None,
         }
+    }
+
+    /// A destination as the client named it: `domain` is the host name it asked for (explicit
+    /// proxies). An unspecified address with a domain means the name was never resolved.
+    pub fn destination<'a>(addr: SocketAddr, domain: Option<&'a str>) -> Endpoint<'a> {
+        let mut endpoint = Endpoint::of(addr);
+        if domain.is_some() && addr.ip().is_unspecified() {
+            endpoint.ip = None;
+        }
+        endpoint.domain = domain;
+        endpoint
     }
 }
 

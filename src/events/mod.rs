@@ -62,6 +62,8 @@ pub enum CloseReason {
     IdleTimeout,
     /// The drain period after SIGTERM ran out.
     Shutdown,
+    /// The host name an explicit proxy's client asked for did not resolve.
+    Unresolved,
 }
 
 impl CloseReason {
@@ -78,6 +80,7 @@ impl CloseReason {
             CloseReason::UpstreamError => "upstream_error",
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Unresolved => "unresolved",
         }
     }
 }
@@ -109,6 +112,9 @@ pub struct DecisionEvent<'a> {
     pub detection: Detection,
     pub expected_protocols: &'a [Protocol],
     pub would_block: bool,
+    /// The protocol the server's first turn named after a client-first verdict (both
+    /// sides must agree): `portcullis.server_protocol`.
+    pub server_protocol: Option<Protocol>,
     /// `portcullis replay`: the capture file the flow came from.
     pub capture: Option<&'a str>,
 }
@@ -175,6 +181,8 @@ struct DecisionDetails<'a> {
     would_block: bool,
     detection: &'static str,
     listener: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_protocol: Option<&'static str>,
     #[serde(flatten)]
     details: Details<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -188,6 +196,12 @@ struct Capture<'a> {
 
 impl DecisionEvent<'_> {
     pub fn to_json(&self) -> String {
+        self.to_json_for(None)
+    }
+
+    /// As `to_json`, with `destination.domain`: the host name the client asked an explicit
+    /// proxy for.
+    pub fn to_json_for(&self, domain: Option<&str>) -> String {
         let alert = self.would_block;
         let (types, outcome): (&'static [&'static str], _) = match self.action {
             Action::Blocked => (&["connection", "denied"], "failure"),
@@ -210,7 +224,7 @@ impl DecisionEvent<'_> {
                 duration: None,
             },
             source: Endpoint::of(self.flow.source),
-            destination: Endpoint::of(self.flow.destination),
+            destination: Endpoint::destination(self.flow.destination, domain),
             network: network(&self.flow, self.protocol, self.segment),
             rule: Rule {
                 id: self.rule_id,
@@ -226,6 +240,7 @@ impl DecisionEvent<'_> {
                 detection: self.detection.name(),
                 listener: self.flow.listener,
                 details,
+                server_protocol: self.server_protocol.map(Protocol::name),
                 replay: self.capture.map(|file| Capture { file }),
             },
         })
@@ -252,9 +267,14 @@ struct CloseDetails {
 
 impl CloseEvent<'_> {
     pub fn to_json(&self) -> String {
+        self.to_json_for(None)
+    }
+
+    /// As `to_json`, with `destination.domain` (see [`DecisionEvent::to_json_for`]).
+    pub fn to_json_for(&self, domain: Option<&str>) -> String {
         let mut source = Endpoint::of(self.flow.source);
         source.bytes = Some(self.client_bytes);
-        let mut destination = Endpoint::of(self.flow.destination);
+        let mut destination = Endpoint::destination(self.flow.destination, domain);
         destination.bytes = Some(self.server_bytes);
         line(&CloseDoc {
             timestamp: Timestamp(self.at),

@@ -33,6 +33,7 @@ fn decision<'a>(sniffed: Option<&'a Sniffed>, action: Action, reason: Reason) ->
         detection: Detection::Matched,
         expected_protocols: &[Protocol::Tls],
         would_block: reason != Reason::Allowed && reason != Reason::ExemptDestination,
+        server_protocol: None,
         capture: None,
     }
 }
@@ -226,4 +227,40 @@ fn reload_events_name_the_version_and_the_error() {
         "policy/ws.toml:3:12: unknown protocol"
     );
     assert_eq!(failed["rule"]["version"], "v1");
+}
+
+#[test]
+fn explicit_proxy_events_carry_the_requested_host_as_destination_domain() {
+    let mut refused = decision(None, Action::Blocked, Reason::PortNotAllowed);
+    refused.flow.listener = "http_proxy";
+    let resolved = parse(&refused.to_json_for(Some("web.example.com")));
+    assert_eq!(
+        resolved["destination"],
+        json!({"ip": "203.0.113.7", "port": 443, "domain": "web.example.com"})
+    );
+    assert_eq!(resolved["portcullis"]["listener"], "http_proxy");
+    // Refused before the name was resolved: the address is unknown, so none is claimed.
+    refused.flow.destination = "0.0.0.0:8088".parse().unwrap();
+    let unresolved = parse(&refused.to_json_for(Some("web.example.com")));
+    assert_eq!(
+        unresolved["destination"],
+        json!({"port": 8088, "domain": "web.example.com"})
+    );
+    let close = CloseEvent {
+        at: at(),
+        flow: refused.flow,
+        segment: Some("workstations"),
+        policy_version: "abc123",
+        protocol: Protocol::Unknown,
+        client_bytes: 0,
+        server_bytes: 0,
+        duration: Duration::from_micros(10),
+        reason: CloseReason::Unresolved,
+    };
+    let close = parse(&close.to_json_for(Some("web.example.com")));
+    assert_eq!(close["destination"]["domain"], "web.example.com");
+    assert_eq!(close["portcullis"]["close_reason"], "unresolved");
+    // Redirected connections never name a host.
+    let plain = parse(&decision(None, Action::Allowed, Reason::Allowed).to_json());
+    assert!(plain["destination"].get("domain").is_none());
 }

@@ -173,6 +173,41 @@ impl Policy {
         }
     }
 
+    /// Both sides must agree. `client` is the decision on the client's first turn, which
+    /// forwarded the connection; the server's first turn then identified as `server`.
+    /// The same protocol: `client` stands. An unidentified client turn: the server's
+    /// protocol is judged as if the client had spoken it. Two different protocols (an HTTP
+    /// request answered by an SSH banner): `protocol_not_allowed` under the rule that let
+    /// the client's turn through, refused in block mode and alerted in monitor mode.
+    pub fn reconcile(
+        &self,
+        client: &Decision,
+        client_protocol: Protocol,
+        destination: SocketAddr,
+        server: Protocol,
+    ) -> Decision {
+        let Some(segment) = client.segment else {
+            return client.clone();
+        };
+        if server == client_protocol
+            || server == Protocol::Unknown
+            || client.reason == Reason::ExemptDestination
+        {
+            return client.clone();
+        }
+        if client_protocol == Protocol::Unknown {
+            return self.decide_rules(segment, destination, server, None);
+        }
+        let Some(seg) = self.segments.get(segment) else {
+            return client.clone();
+        };
+        Decision {
+            action: action(seg, Reason::ProtocolNotAllowed),
+            reason: Reason::ProtocolNotAllowed,
+            ..client.clone()
+        }
+    }
+
     /// [`Policy::gate`], then [`Policy::decide_rules`] when the gate asks for inspection:
     /// the whole decision for a connection whose protocol is already known (`explain`,
     /// replay, tests).

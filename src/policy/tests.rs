@@ -328,3 +328,51 @@ fn decision_serializes_with_contract_names() {
         r#"{"action":"alerted","reason":"protocol_not_allowed","segment":0,"rule":0,"expected_protocols":["tls"]}"#
     );
 }
+
+/// `reconcile`: the server's first turn confirms, names, or contradicts the client's.
+#[test]
+fn both_sides_must_agree() {
+    let p = policy();
+    let judge = |source: &str, destination: &str, client: Protocol, server: Protocol| {
+        let destination: SocketAddr = destination.parse().unwrap();
+        let first = p.decide(&Request {
+            source: source.parse().unwrap(),
+            destination,
+            protocol: client,
+            server_name: None,
+            admission: Admission::Admitted,
+        });
+        assert!(first.action.forwards(), "{source} {destination} {client:?}");
+        let d = p.reconcile(&first, client, destination, server);
+        (d.reason, d.action, p.rule(&d).map(|r| r.id.clone()))
+    };
+    let rule = |id: &str| Some(id.to_owned());
+    // The same protocol on both sides, or a server turn nobody can name: the client's verdict.
+    assert_eq!(
+        judge("10.10.1.5", "203.0.113.7:22", Ssh, Ssh),
+        (Allowed, Allow, rule("ws/allow[2]"))
+    );
+    assert_eq!(
+        judge("10.10.1.5", "203.0.113.7:443", Tls, Unknown),
+        (Allowed, Allow, rule("ws/allow[0]"))
+    );
+    // An HTTP request answered with an SSH banner: a mismatch, not an allow.
+    assert_eq!(
+        judge("10.10.1.5", "198.51.100.9:8050", Http, Ssh),
+        (ProtocolNotAllowed, Action::Blocked, rule("ws/allow[5]"))
+    );
+    // Monitor mode lets it through with an alert.
+    assert_eq!(
+        judge("10.10.5.9", "203.0.113.7:443", Tls, Ssh),
+        (ProtocolNotAllowed, Alerted, rule("lab/allow[0]"))
+    );
+    // An unidentified client turn that was allowed: the server's protocol is judged.
+    assert_eq!(
+        judge("10.10.1.5", "203.0.113.7:9000", Unknown, Ssh),
+        (ProtocolNotAllowed, Action::Blocked, rule("ws/allow[3]"))
+    );
+    assert_eq!(
+        judge("10.10.5.9", "203.0.113.7:5000", Unknown, Http),
+        (Allowed, Allow, rule("lab/allow[1]"))
+    );
+}

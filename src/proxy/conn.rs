@@ -1,6 +1,6 @@
 //! One connection, start to finish: original destination, admission, gate, detection,
 //! decision, then forward (replaying the bytes read) or refuse; a decision event and a close
-//! event, always.
+//! event, always. Explicit proxies join at [`judge`], once they know the destination.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout, Instant};
 
+use super::agree::{server_answer, Answer};
 use super::detect::{client_first_turn, server_first_turn, ClientTurn, Detected};
 use super::relay::{relay, Relayed};
 use super::{orig_dst, ListenerInfo, Shared};
@@ -25,10 +26,10 @@ const NATIVE_LINGER: Duration = Duration::from_secs(2);
 pub async fn handle(
     shared: Arc<Shared>,
     listener: ListenerInfo,
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
 ) {
-    let started = Instant::now();
+    let accepted = Instant::now();
     let at = SystemTime::now();
     let _ = client.set_nodelay(true);
     let local = client.local_addr().unwrap_or(listener.addr);
@@ -39,57 +40,172 @@ pub async fn handle(
         // Not redirected (no conntrack NAT entry): the client dialled the listener itself.
         _ => orig_dst::original_dst(&client, local).unwrap_or(local),
     };
-    let flow = Flow {
-        source: peer,
-        destination,
-        listener: listener.mode.name(),
+    let known = Known {
+        flow: Flow {
+            source: peer,
+            destination,
+            listener: listener.mode.name(),
+        },
+        domain: None,
+        accepted,
+        at,
     };
     // Held until the connection ends: it counts towards the connection limits.
     let (admission, _slot) = shared.admit(&listener, peer, destination, local);
     let policy = shared.policy();
+    let gate = policy.gate(peer.ip(), destination, admission);
+    judge(&shared, &policy, gate, client, &known, None, None).await;
+}
 
-    let (decision, inspection) = match policy.gate(peer.ip(), destination, admission) {
-        Gate::Decided(decision) => (decision, None),
+/// A connection whose destination is known: what every listener hands to [`judge`].
+pub(super) struct Known {
+    pub flow: Flow,
+    /// The host name the client asked an explicit proxy for (`destination.domain`).
+    pub domain: Option<String>,
+    pub accepted: Instant,
+    pub at: SystemTime,
+}
+
+impl Known {
+    /// The connection's decision event; `detected` is what detection saw, `None` when the
+    /// decision came before any byte was read.
+    pub(super) fn emit_decision(
+        &self,
+        shared: &Shared,
+        policy: &Policy,
+        decision: &Decision,
+        detected: Option<&Detected>,
+        server_protocol: Option<Protocol>,
+    ) {
+        let sniffed = detected.and_then(|d| d.sniffed.as_ref());
+        let segment = policy.segment(decision);
+        shared.events.emit(
+            DecisionEvent {
+                at: self.at,
+                flow: self.flow,
+                action: decision.action,
+                reason: decision.reason,
+                segment: segment.map(|s| s.name.as_str()),
+                mode: segment.map(|s| s.mode),
+                rule_id: policy.rule(decision).map(|r| r.id.as_str()),
+                policy_version: &policy.version,
+                protocol: sniffed.map_or(Protocol::Unknown, |s| s.protocol),
+                sniffed,
+                detection: detected.map_or(Detection::Skipped, |d| d.stop),
+                expected_protocols: &decision.expected_protocols,
+                would_block: decision.would_block(),
+                server_protocol,
+                capture: None,
+            }
+            .to_json_for(self.domain.as_deref()),
+        );
+    }
+
+    /// The connection's close event.
+    pub(super) fn emit_close(
+        &self,
+        shared: &Shared,
+        policy: &Policy,
+        segment: Option<&str>,
+        protocol: Protocol,
+        relayed: &Relayed,
+    ) {
+        shared.events.emit(
+            CloseEvent {
+                at: SystemTime::now(),
+                flow: self.flow,
+                segment,
+                policy_version: &policy.version,
+                protocol,
+                client_bytes: relayed.client_bytes,
+                server_bytes: relayed.server_bytes,
+                duration: self.accepted.elapsed(),
+                reason: relayed.reason,
+            }
+            .to_json_for(self.domain.as_deref()),
+        );
+    }
+}
+
+/// Everything after "the client and its destination are known", the same for every
+/// listener: detection (client first, then the server's banner), decision, the server's
+/// first turn confirming a client-first verdict, refusal or relay, one decision event and
+/// one close event. `dialled` is the upstream an explicit proxy connected before answering
+/// its client; it is sent nothing until the verdict. `read` is the client's first turn when
+/// the proxy protocol has read it already (an absolute-form request, rewritten): it is
+/// judged as detection would have judged it.
+pub(super) async fn judge(
+    shared: &Shared,
+    policy: &Policy,
+    gate: Gate,
+    mut client: TcpStream,
+    known: &Known,
+    dialled: Option<TcpStream>,
+    read: Option<Detected>,
+) {
+    let destination = known.flow.destination;
+    let mut connected = dialled;
+    let inspected = matches!(gate, Gate::Inspect { .. });
+    let (mut decision, mut inspection) = match gate {
+        // Bytes a proxy read already are forwarded even without inspection.
+        Gate::Decided(decision) => (decision, read.map(Inspection::read)),
         Gate::Inspect { segment } => {
-            let inspection =
-                inspect(&shared, &policy, segment, &mut client, destination, started).await;
+            let inspection = match read {
+                Some(detected) => Inspection::read(detected),
+                None => {
+                    let started = Instant::now();
+                    let (client, up) = (&mut client, &mut connected);
+                    inspect(shared, policy, segment, client, destination, started, up).await
+                }
+            };
             let sniffed = inspection.detected.sniffed.as_ref();
-            let protocol = sniffed.map_or(Protocol::Unknown, |s| s.protocol);
-            let server_name = sniffed.and_then(Sniffed::server_name);
-            let decision = policy.decide_rules(segment, destination, protocol, server_name);
+            let domain = known.domain.as_deref();
+            let decision = decide(policy, segment, destination, sniffed, domain);
             (decision, Some(inspection))
         }
     };
-    let detected = inspection.as_ref().map(|i| &i.detected);
-    let sniffed = detected.and_then(|d| d.sniffed.as_ref());
-    let protocol = sniffed.map_or(Protocol::Unknown, |s| s.protocol);
-    let segment = policy.segment(&decision);
-    shared.events.emit(
-        DecisionEvent {
-            at,
-            flow,
-            action: decision.action,
-            reason: decision.reason,
-            segment: segment.map(|s| s.name.as_str()),
-            mode: segment.map(|s| s.mode),
-            rule_id: policy.rule(&decision).map(|r| r.id.as_str()),
-            policy_version: &policy.version,
-            protocol,
-            sniffed,
-            detection: detected.map_or(Detection::Skipped, |d| d.stop),
-            expected_protocols: &decision.expected_protocols,
-            would_block: decision.would_block(),
-            capture: None,
+    // Client-first and forwarded: dial now, and let the server's first turn confirm it.
+    let mut dialled = None;
+    if let Some(Inspection {
+        detected,
+        upstream: Upstream::NotYet,
+    }) = inspection.as_mut()
+    {
+        if inspected && decision.action.forwards() {
+            let replay = std::mem::take(&mut detected.buf);
+            let up = connected.take();
+            let d = dial_and_listen(shared, &client, destination, up, replay).await;
+            if let Some(server) = d.answer.sniffed.as_ref() {
+                let client_protocol = detected
+                    .sniffed
+                    .as_ref()
+                    .map_or(Protocol::Unknown, |s| s.protocol);
+                decision =
+                    policy.reconcile(&decision, client_protocol, destination, server.protocol);
+            }
+            dialled = Some(d);
         }
-        .to_json(),
-    );
+    }
+    let detected = inspection.as_ref().map(|i| &i.detected);
+    let protocol = detected
+        .and_then(|d| d.sniffed.as_ref())
+        .map_or(Protocol::Unknown, |s| s.protocol);
+    let server_protocol = dialled
+        .as_ref()
+        .and_then(|d| d.answer.sniffed.as_ref())
+        .map(|s| s.protocol);
+    known.emit_decision(shared, policy, &decision, detected, server_protocol);
+    let segment = policy.segment(&decision);
 
     // Only the bytes to replay outlive the decision; they are freed once written.
     let (replay, upstream) = match inspection {
         None => (Vec::new(), Upstream::NotYet),
         Some(Inspection { detected, upstream }) => (detected.buf, upstream),
     };
-    let relayed = if !decision.action.forwards() {
+    let relayed = if let Some(d) = dialled {
+        let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
+        finish_dialled(shared, client, d, &decision, refuse, protocol).await
+    } else if !decision.action.forwards() {
         let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
         refuse_connection(client, refuse, &decision, protocol).await;
         let read = replay.len() as u64;
@@ -104,9 +220,9 @@ pub async fn handle(
         }
     } else {
         match upstream {
-            Upstream::NotYet => forward(&shared, &mut client, destination, replay).await,
+            Upstream::NotYet => forward(shared, &mut client, destination, connected, replay).await,
             Upstream::Connected(mut upstream) => {
-                server_first_forward(&shared, &mut client, &mut upstream, replay).await
+                server_first_forward(shared, &mut client, &mut upstream, replay).await
             }
             Upstream::Unreachable(reason) => {
                 reset(&client);
@@ -118,20 +234,40 @@ pub async fn handle(
             }
         }
     };
-    shared.events.emit(
-        CloseEvent {
-            at: SystemTime::now(),
-            flow,
-            segment: segment.map(|s| s.name.as_str()),
-            policy_version: &policy.version,
-            protocol,
-            client_bytes: relayed.client_bytes,
-            server_bytes: relayed.server_bytes,
-            duration: started.elapsed(),
-            reason: relayed.reason,
-        }
-        .to_json(),
+    known.emit_close(
+        shared,
+        policy,
+        segment.map(|s| s.name.as_str()),
+        protocol,
+        &relayed,
     );
+}
+
+/// The rules' verdict on what detection saw. A host name the client gave an explicit proxy
+/// is a server name too: `server_names` rules must match it and, for TLS, the SNI as well.
+fn decide(
+    policy: &Policy,
+    segment: usize,
+    destination: SocketAddr,
+    sniffed: Option<&Sniffed>,
+    domain: Option<&str>,
+) -> Decision {
+    let protocol = sniffed.map_or(Protocol::Unknown, |s| s.protocol);
+    let named = sniffed.and_then(Sniffed::server_name);
+    let decision = policy.decide_rules(segment, destination, protocol, named.or(domain));
+    match (named, domain) {
+        (Some(named), Some(domain))
+            if decision.reason == Reason::Allowed && !named.eq_ignore_ascii_case(domain) =>
+        {
+            let by_host = policy.decide_rules(segment, destination, protocol, Some(domain));
+            if by_host.reason == Reason::Allowed {
+                decision
+            } else {
+                by_host
+            }
+        }
+        _ => decision,
+    }
 }
 
 /// What detection learned, and the upstream connection if detection needed it.
@@ -141,8 +277,19 @@ struct Inspection {
     upstream: Upstream,
 }
 
+impl Inspection {
+    /// The client's first turn as an explicit proxy read it.
+    fn read(detected: Detected) -> Inspection {
+        Inspection {
+            detected,
+            upstream: Upstream::NotYet,
+        }
+    }
+}
+
 enum Upstream {
-    /// Client-first: not dialled until the verdict allows it.
+    /// Client-first: not dialled until the verdict allows it (or, through an explicit
+    /// proxy, dialled already and sent nothing yet).
     NotYet,
     /// Server-first: dialled to read the banner, which `detected.buf` holds.
     Connected(TcpStream),
@@ -150,7 +297,8 @@ enum Upstream {
     Unreachable(CloseReason),
 }
 
-/// Client first; if the client stays silent for `client_first_ms`, the server's banner.
+/// Client first; if the client stays silent for `client_first_ms`, the server's banner
+/// (from `connected` when an explicit proxy has dialled already).
 async fn inspect(
     shared: &Shared,
     policy: &Policy,
@@ -158,6 +306,7 @@ async fn inspect(
     client: &mut TcpStream,
     destination: SocketAddr,
     started: Instant,
+    connected: &mut Option<TcpStream>,
 ) -> Inspection {
     let detect = shared.detect;
     let deadline = started + detect.timeout;
@@ -168,17 +317,17 @@ async fn inspect(
         buf: Vec::new(),
     };
     match client_first_turn(client, deadline, silence, detect.max_bytes).await {
-        ClientTurn::Spoke(detected) => Inspection {
-            detected,
-            upstream: Upstream::NotYet,
-        },
+        ClientTurn::Spoke(detected) => Inspection::read(detected),
         ClientTurn::Silent => {
+            if let Some(mut upstream) = connected.take() {
+                return Inspection {
+                    detected: server_first_turn(&mut upstream, deadline, detect.max_bytes).await,
+                    upstream: Upstream::Connected(upstream),
+                };
+            }
             // A port refused whatever is spoken on it: never contact the destination.
             if policy.refuses_port_blind(segment, destination) {
-                return Inspection {
-                    detected: silent,
-                    upstream: Upstream::NotYet,
-                };
+                return Inspection::read(silent);
             }
             let limit = shared
                 .limits
@@ -224,32 +373,28 @@ async fn server_first_forward(
     relayed
 }
 
-/// Connects upstream, replays the bytes detection read, then relays both ways.
+/// Connects upstream (unless `connected` already is), replays the bytes detection read,
+/// then relays both ways.
 async fn forward(
     shared: &Shared,
     client: &mut TcpStream,
     destination: SocketAddr,
+    connected: Option<TcpStream>,
     replay: Vec<u8>,
 ) -> Relayed {
     let read = replay.len() as u64;
-    let failed = |reason| Relayed {
-        client_bytes: read,
-        server_bytes: 0,
-        reason,
-    };
-    let mut upstream = match connect(destination, shared.limits.connect_timeout).await {
+    let upstream = match dial(shared, destination, connected, replay).await {
         Ok(upstream) => upstream,
         Err(reason) => {
             // What the client would have seen without the gateway: a reset.
             reset(client);
-            return failed(reason);
+            return Relayed {
+                client_bytes: read,
+                server_bytes: 0,
+                reason,
+            };
         }
     };
-    if !replay.is_empty() && upstream.write_all(&replay).await.is_err() {
-        reset(client);
-        return failed(CloseReason::UpstreamError);
-    }
-    drop(replay);
     let mut relayed = relay(
         client,
         &upstream,
@@ -261,7 +406,115 @@ async fn forward(
     relayed
 }
 
-async fn connect(destination: SocketAddr, limit: Duration) -> Result<TcpStream, CloseReason> {
+/// Connects upstream (unless an explicit proxy's `connected` already is) and replays the
+/// bytes detection read (freed once written).
+async fn dial(
+    shared: &Shared,
+    destination: SocketAddr,
+    connected: Option<TcpStream>,
+    replay: Vec<u8>,
+) -> Result<TcpStream, CloseReason> {
+    let mut upstream = match connected {
+        Some(upstream) => upstream,
+        None => connect(destination, shared.limits.connect_timeout).await?,
+    };
+    if !replay.is_empty() && upstream.write_all(&replay).await.is_err() {
+        return Err(CloseReason::UpstreamError);
+    }
+    Ok(upstream)
+}
+
+/// A client-first connection dialled after its verdict, with the server's first turn.
+struct Dialled {
+    upstream: Result<TcpStream, CloseReason>,
+    /// Client bytes read by detection and replayed upstream.
+    replayed: u64,
+    answer: Answer,
+}
+
+/// Dials, replays the client's first turn, and waits up to `client_first_ms` for the
+/// server's first turn (`agree::server_answer`), relaying the client meanwhile.
+async fn dial_and_listen(
+    shared: &Shared,
+    client: &TcpStream,
+    destination: SocketAddr,
+    connected: Option<TcpStream>,
+    replay: Vec<u8>,
+) -> Dialled {
+    let replayed = replay.len() as u64;
+    let upstream = dial(shared, destination, connected, replay).await;
+    let answer = match &upstream {
+        Ok(up) => server_answer(client, up, Instant::now() + shared.detect.client_first).await,
+        Err(_) => Answer::default(),
+    };
+    Dialled {
+        upstream,
+        replayed,
+        answer,
+    }
+}
+
+/// Acts on a verdict taken after dialling: relay, or refuse with both sides closed (the
+/// client never sees a byte of the server's).
+async fn finish_dialled(
+    shared: &Shared,
+    client: TcpStream,
+    dialled: Dialled,
+    decision: &Decision,
+    refuse: Refuse,
+    protocol: Protocol,
+) -> Relayed {
+    let Dialled {
+        upstream,
+        replayed,
+        answer,
+    } = dialled;
+    let mut done = Relayed {
+        client_bytes: replayed + answer.client_bytes,
+        server_bytes: 0,
+        reason: CloseReason::Completed,
+    };
+    let upstream = match upstream {
+        Ok(upstream) => upstream,
+        Err(reason) => {
+            reset(&client);
+            done.reason = reason;
+            return done;
+        }
+    };
+    if answer.client_failed || answer.upstream_failed {
+        let (failed, other) = if answer.client_failed {
+            (CloseReason::ClientError, &upstream)
+        } else {
+            (CloseReason::UpstreamError, &client)
+        };
+        reset(other);
+        done.reason = failed;
+        return done;
+    }
+    if !decision.action.forwards() {
+        reset(&upstream);
+        drop(upstream);
+        refuse_connection(client, refuse, decision, protocol).await;
+        done.reason = CloseReason::Blocked;
+        return done;
+    }
+    let mut relayed = relay(
+        &client,
+        &upstream,
+        shared.limits.idle_timeout,
+        shared.stop.clone(),
+    )
+    .await;
+    relayed.client_bytes += done.client_bytes;
+    relayed
+}
+
+/// Dials `destination` within `limit`; the failure is named as a close reason.
+pub(super) async fn connect(
+    destination: SocketAddr,
+    limit: Duration,
+) -> Result<TcpStream, CloseReason> {
     let socket = match destination {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -330,7 +583,7 @@ async fn refuse_connection(
     .await;
 }
 
-fn http_403(reason: Reason) -> Vec<u8> {
+pub(super) fn http_403(reason: Reason) -> Vec<u8> {
     let body = format!("portcullis refused this connection: {}\n", reason.name());
     format!(
         "HTTP/1.1 403 Forbidden\r\nX-Portcullis-Reason: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",

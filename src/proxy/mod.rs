@@ -5,8 +5,10 @@
 //! Each accepted connection is one task (`conn::handle`) that emits exactly one decision
 //! event and one close event.
 
+mod agree;
 mod conn;
 mod detect;
+mod explicit;
 mod limits;
 mod listener;
 mod notify;
@@ -281,6 +283,9 @@ async fn accept_loop(
         tokio::select! {
             () = relay::stopped(&mut quit) => return,
             accepted = tcp.accept() => match accepted {
+                Ok((stream, peer)) if info.mode.is_explicit() => {
+                    tokio::spawn(explicit::handle(Arc::clone(&shared), info, stream, peer));
+                }
                 Ok((stream, peer)) => {
                     tokio::spawn(conn::handle(Arc::clone(&shared), info, stream, peer));
                 }

@@ -83,6 +83,46 @@ pub fn classify(seen: &Observed<'_>, detect: &Detect) -> Option<Classified> {
     })
 }
 
+/// Longest server first turn the live agreement check looks at (`proxy::agree`).
+const ANSWER_PEEK: usize = 1024;
+/// A first turn shorter than this, without a complete line, may still be arriving.
+const ANSWER_SHORT: usize = 256;
+
+/// After a client-first verdict that forwards, what the live agreement check
+/// (`proxy::agree::server_answer`) would have read of the server's first turn: `Some(Some)`
+/// when a server-first sniffer named it, `Some(None)` when nothing was named, `None` while
+/// later packets could still change it. Live, the gateway dials once the client's turn is
+/// read and waits `client_first` for the server; here the window is `client_first` from the
+/// client's first byte, as the capture has no gateway's dial time.
+pub fn server_answer(seen: &Observed<'_>, detect: &Detect) -> Option<Option<Sniffed>> {
+    let opened = seen.client.first_byte.unwrap_or(Duration::ZERO);
+    let window_end = opened + detect.client_first;
+    let server = &seen.server;
+    match server.first_byte {
+        Some(at) if at > window_end => return Some(None),
+        Some(_) => {}
+        None if seen.complete || server.ended.is_some() || seen.now > window_end => {
+            return Some(None)
+        }
+        None => return None,
+    }
+    let bytes = &server.bytes[..server.bytes.len().min(ANSWER_PEEK)];
+    match sniff::sniff_server(bytes) {
+        Verdict::Match(sniffed) => Some(Some(sniffed)),
+        Verdict::NoMatch => Some(None),
+        Verdict::NeedMore
+            if bytes.len() >= ANSWER_SHORT
+                || bytes.contains(&b'\n')
+                || server.ended.is_some()
+                || seen.complete
+                || seen.now > window_end =>
+        {
+            Some(None)
+        }
+        Verdict::NeedMore => None,
+    }
+}
+
 /// Whose first turn the live gateway would have read, or `None` while undecided.
 ///
 /// Live, silence alone decides: a client with nothing to read for `client_first` is left
@@ -249,7 +289,7 @@ mod tests {
             Some(Detection::TooLarge)
         );
         let junk = seen(
-            turn(b"\x00\x01", Some(1), None),
+            turn(b"\x00\x01\x02\x03\x04\x05\x06\x07", Some(1), None),
             turn(b"", None, None),
             false,
         );
@@ -270,6 +310,77 @@ mod tests {
         assert_eq!(
             outcome(classify(&s, &detect())),
             Some((Side::Server, None, Detection::Timeout))
+        );
+    }
+
+    #[test]
+    fn the_servers_answer_is_named_within_the_window_or_not_at_all() {
+        const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: web.lab.test\r\n\r\n";
+        let named = |client: TurnView<'static>, server: TurnView<'static>, now: u64, complete| {
+            let s = Observed {
+                now: Duration::from_millis(now),
+                ..seen(client, server, complete)
+            };
+            server_answer(&s, &detect()).map(|a| a.map(|sniffed| sniffed.protocol))
+        };
+        // An HTTP request answered by an SSH banner within client_first: named.
+        assert_eq!(
+            named(
+                turn(GET, Some(1), None),
+                turn(SSH_SERVER, Some(3), None),
+                3,
+                false
+            ),
+            Some(Some(Protocol::Ssh))
+        );
+        // Half a banner line, more may come: undecided; the line's end or the window decides.
+        let half = &SSH_SERVER[..10];
+        assert_eq!(
+            named(
+                turn(GET, Some(1), None),
+                turn(half, Some(3), None),
+                3,
+                false
+            ),
+            None
+        );
+        assert_eq!(
+            named(
+                turn(GET, Some(1), None),
+                turn(half, Some(3), None),
+                300,
+                false
+            ),
+            Some(None)
+        );
+        // An HTTP status line names nothing; a banner after the window is not looked at.
+        let status = b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\n";
+        assert_eq!(
+            named(
+                turn(GET, Some(1), None),
+                turn(status, Some(3), None),
+                3,
+                false
+            ),
+            Some(None)
+        );
+        assert_eq!(
+            named(
+                turn(GET, Some(1), None),
+                turn(SSH_SERVER, Some(400), None),
+                400,
+                false
+            ),
+            Some(None)
+        );
+        // Nothing from the server yet: undecided until the window passes or the flow ends.
+        assert_eq!(
+            named(turn(GET, Some(1), None), turn(b"", None, None), 100, false),
+            None
+        );
+        assert_eq!(
+            named(turn(GET, Some(1), None), turn(b"", None, None), 100, true),
+            Some(None)
         );
     }
 }

@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::classify::{classify, Classified, Observed, TurnView};
+use super::classify::{classify, server_answer, Classified, Observed, TurnView};
 use super::packet::Segment;
 use super::reassembly::Turn;
 use crate::config::Detect;
 use crate::events::{DecisionEvent, Detection, Flow as EventFlow};
 use crate::policy::{Admission, Decision, Gate, Policy, Reason};
-use crate::sniff::{Protocol, Sniffed};
+use crate::sniff::{Protocol, Side, Sniffed};
 
 /// How long (capture time) a decided flow's tombstone outlives its last packet.
 const LINGER: Duration = Duration::from_secs(120);
@@ -259,7 +259,9 @@ impl Ctx<'_> {
         let Some(classified) = self.observe(open, since, complete) else {
             return false;
         };
-        let judged = self.judge(flow.who, open, Some(classified));
+        let Some(judged) = self.judge(flow.who, open, Some(classified), since, complete) else {
+            return false;
+        };
         out(judged);
         flow.state = State::Done {
             fins: u8::from(seg.flags.fin),
@@ -272,19 +274,24 @@ impl Ctx<'_> {
         if let State::Open(open) = &flow.state {
             let since = now.saturating_sub(open.start);
             let classified = self.observe(open, since, true);
-            out(self.judge(flow.who, open, classified));
+            if let Some(judged) = self.judge(flow.who, open, classified, since, true) {
+                out(judged);
+            }
         }
     }
 
     fn observe(&self, open: &Open, now: Duration, complete: bool) -> Option<Classified> {
-        let seen = Observed {
+        classify(&Self::seen(open, now, complete), &self.detect)
+    }
+
+    fn seen(open: &Open, now: Duration, complete: bool) -> Observed<'_> {
+        Observed {
             client: open.client.view(),
             server: open.server.view(),
             now,
             complete,
             blind_refusal: open.blind_refusal,
-        };
-        classify(&seen, &self.detect)
+        }
     }
 
     /// A new flow: the gate decides at once (exempt, no segment), or its turns are read.
@@ -307,7 +314,9 @@ impl Ctx<'_> {
             state: State::Done { fins: 0 },
         };
         match self.policy.gate(client.ip(), server, Admission::Admitted) {
-            Gate::Decided(decision) => out(self.event(who, &decision, None, Detection::Skipped)),
+            Gate::Decided(decision) => {
+                out(self.event(who, &decision, None, Detection::Skipped, None))
+            }
             Gate::Inspect { segment } => {
                 // As `proxy::conn::inspect`: a silent client on a port refused whatever is
                 // spoken on it never gets the server contacted.
@@ -329,17 +338,37 @@ impl Ctx<'_> {
         flow
     }
 
-    fn judge(&self, who: Who, open: &Open, classified: Option<Classified>) -> Judged {
-        let (sniffed, detection) = match classified {
-            Some(c) => (c.sniffed, c.detection),
-            None => (None, Detection::Timeout),
+    /// The decision on a classified flow, as live: after a client-first verdict that
+    /// forwards, the server's first turn must agree (`Policy::reconcile`). `None` while the
+    /// server's answer could still arrive.
+    fn judge(
+        &self,
+        who: Who,
+        open: &Open,
+        classified: Option<Classified>,
+        now: Duration,
+        complete: bool,
+    ) -> Option<Judged> {
+        let (side, sniffed, detection) = match classified {
+            Some(c) => (Some(c.side), c.sniffed, c.detection),
+            None => (None, None, Detection::Timeout),
         };
         let protocol = sniffed.as_ref().map_or(Protocol::Unknown, |s| s.protocol);
         let server_name = sniffed.as_ref().and_then(Sniffed::server_name);
-        let decision = self
-            .policy
-            .decide_rules(open.segment, who.server, protocol, server_name);
-        self.event(who, &decision, sniffed.as_ref(), detection)
+        let mut decision =
+            self.policy
+                .decide_rules(open.segment, who.server, protocol, server_name);
+        let mut server_protocol = None;
+        if side == Some(Side::Client) && decision.action.forwards() {
+            let seen = Self::seen(open, now, complete);
+            if let Some(named) = server_answer(&seen, &self.detect)? {
+                server_protocol = Some(named.protocol);
+                decision = self
+                    .policy
+                    .reconcile(&decision, protocol, who.server, named.protocol);
+            }
+        }
+        Some(self.event(who, &decision, sniffed.as_ref(), detection, server_protocol))
     }
 
     /// The live gateway's decision event, with `listener = "replay"`, `@timestamp` the flow's
@@ -350,6 +379,7 @@ impl Ctx<'_> {
         decision: &Decision,
         sniffed: Option<&Sniffed>,
         detection: Detection,
+        server_protocol: Option<Protocol>,
     ) -> Judged {
         let policy = self.policy;
         let segment = policy.segment(decision);
@@ -372,6 +402,7 @@ impl Ctx<'_> {
             detection,
             expected_protocols: &decision.expected_protocols,
             would_block: decision.would_block(),
+            server_protocol,
             capture: Some(self.file),
         }
         .to_json();

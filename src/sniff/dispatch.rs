@@ -103,8 +103,9 @@ fn first_match(sniffers: &[Sniffer], buf: &[u8]) -> Verdict<Sniffed> {
 /// let Verdict::Match(sniffed) = sniff_client(request) else { unreachable!() };
 /// assert_eq!(sniffed.protocol, Protocol::Http);
 /// assert_eq!(sniffed.server_name(), Some("www.example.com"));
-/// // No client-first protocol starts like this.
-/// assert_eq!(sniff_client(b"\x00\x01\x02"), Verdict::NoMatch);
+/// // No client-first protocol starts like this (two or three bytes are too few for the
+/// // length-prefixed ones to refuse).
+/// assert_eq!(sniff_client(b"\x00\x01\x02\x03\x04\x05\x06\x07"), Verdict::NoMatch);
 /// ```
 pub fn sniff_client(buf: &[u8]) -> Verdict<Sniffed> {
     first_match(CLIENT_SNIFFERS, buf)

@@ -13,12 +13,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 use std::time::Duration;
 
+mod banners;
 mod capture;
 mod clients;
 mod events;
 mod host;
 mod servers;
 
+pub use banners::{FTP_FILE, FTP_V4, SMTP_V4};
 pub use events::Conn;
 pub use host::tool;
 use host::{is_root, kill_group, need, remove_namespace, remove_stale};

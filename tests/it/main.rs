@@ -3,8 +3,10 @@
 // functions; the helpers they share are test code too).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod banners;
 mod cli;
 mod e2e;
+mod explicit;
 mod forward;
 mod lab;
 mod ops;

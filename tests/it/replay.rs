@@ -223,9 +223,10 @@ fn by_flow(events: &[Value]) -> Vec<(String, String, String, String, String)> {
                 s(e, "/event/reason").to_owned(),
                 s(e, "/event/action").to_owned(),
                 format!(
-                    "{}/{}",
+                    "{}/{}/{}",
                     s(e, "/portcullis/detection"),
-                    s(e, "/portcullis/side")
+                    s(e, "/portcullis/side"),
+                    s(e, "/portcullis/server_protocol")
                 ),
             )
         })
@@ -264,6 +265,9 @@ fn replay_of_the_gateways_own_capture_gives_the_live_verdicts() {
     let _ = lab.curl(CM, &["https://web.lab.test:8443/"]);
     let _ = lab.ssh(CM, 22, "true");
     let _ = lab.ssh(CM, 443, "true");
+    // Both sides must agree: an HTTP request answered by sshd (monitor: forwarded with an
+    // alert, so the capture holds the banner the gateway saw).
+    let _ = lab.curl(CM, &["--http0.9", &format!("http://{SSH_V4}/")]);
     // Silent clients: the gateway reads sshd's banner after client_first_ms (server-first),
     // and never contacts a port the segment refuses whatever is spoken (2222).
     for (ns, port) in [(CB, 22), (CM, 443), (CB, 2222)] {
@@ -293,15 +297,20 @@ fn replay_of_the_gateways_own_capture_gives_the_live_verdicts() {
     let replayed = by_flow(&replayed);
     eprintln!("live: {live:#?}\nreplayed: {replayed:#?}");
     assert!(
-        live.len() >= 9,
+        live.len() >= 10,
         "every client connection has a live decision: {live:#?}"
     );
     assert_eq!(replayed, live);
     let reasons: Vec<&str> = live.iter().map(|v| v.2.as_str()).collect();
-    let server_first = live.iter().filter(|f| f.4 == "matched/server").count();
+    let server_first = live.iter().filter(|f| f.4 == "matched/server/").count();
     assert_eq!(
         server_first, 2,
         "the silent clients got sshd's banner sniffed: {live:#?}"
+    );
+    assert!(
+        live.iter()
+            .any(|f| f.1 == "http" && f.4 == "matched/client/ssh"),
+        "the HTTP request answered by sshd is a mismatch, live and replayed: {live:#?}"
     );
     for reason in ["allowed", "protocol_not_allowed", "port_not_allowed"] {
         assert!(

@@ -53,7 +53,7 @@ impl Lab {
         fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
         let d = self.dir.path().display();
         let config = format!(
-            "Port 22\nPort 443\nListenAddress {SSH_V4}\nHostKey {d}/ssh_host_ed25519_key\n\
+            "Port 22\nPort 443\nPort 80\nListenAddress {SSH_V4}\nHostKey {d}/ssh_host_ed25519_key\n\
              PidFile none\nAuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
              LogLevel VERBOSE\n"
@@ -74,6 +74,7 @@ impl Lab {
         self.wait_tcp(SRV, WEB_V6, 443, "web");
         self.wait_tcp(SRV, SSH_V4, 22, "sshd");
         self.wait_tcp(SRV, SSH_V4, 443, "sshd");
+        self.wait_tcp(SRV, SSH_V4, 80, "sshd");
     }
 
     /// portcullis on port 15001 of `gw`, behind an nftables `redirect`, or with `tproxy`
@@ -83,7 +84,9 @@ impl Lab {
         fs::create_dir_all(&policy).expect("mkdir policy");
         let rules = "[[allow]]\nports = [443]\nprotocols = [\"tls\"]\n\n\
                      [[allow]]\nports = [80]\nprotocols = [\"http\"]\n\n\
-                     [[allow]]\nports = [22]\nprotocols = [\"ssh\"]\n";
+                     [[allow]]\nports = [22]\nprotocols = [\"ssh\"]\n\n\
+                     [[allow]]\nports = [25]\nprotocols = [\"smtp\"]\n\n\
+                     [[allow]]\nports = [21]\nprotocols = [\"ftp\"]\n";
         for (segment, v4, v6) in [
             ("block", "10.77.1.0/24", "fd77:1::/64"),
             ("monitor", "10.77.3.0/24", "fd77:3::/64"),

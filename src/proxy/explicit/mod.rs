@@ -1,0 +1,263 @@
+//! Explicit proxy listeners (`http_proxy`, `socks5`): the client names its destination in
+//! the proxy protocol; the gateway checks the port, resolves the name, refuses its own
+//! addresses, dials, answers, and then hands the tunnel to `conn::judge`, so its first
+//! bytes go through the same detection, decision, refusal, relay and events as a redirected
+//! connection (DESIGN.md "Explicit proxy listeners").
+//!
+//! Before the tunnel opens, a refusal by the policy gets a decision event and a close event
+//! (`blocked`); a name that does not resolve or an upstream that cannot be reached gets a
+//! close event naming why (`unresolved`, `upstream_refused`, ...): no protocol was ever
+//! judged.
+
+mod http;
+mod resolve;
+mod socks5;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+use super::conn::{self, Known};
+use super::detect::Detected;
+use super::limits::Slot;
+use super::relay::Relayed;
+use super::{ListenerInfo, Shared};
+use crate::config::ListenerMode;
+use crate::events::{CloseReason, Flow};
+use crate::policy::{Admission, Decision, Gate, Policy, Reason};
+use crate::sniff::Protocol;
+
+pub use resolve::Host;
+
+/// Serves one connection on an explicit listener.
+pub async fn handle(
+    shared: Arc<Shared>,
+    listener: ListenerInfo,
+    client: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = client.set_nodelay(true);
+    let accepted = Accepted {
+        peer,
+        listener: listener.mode,
+        at: SystemTime::now(),
+        started: Instant::now(),
+    };
+    // Taken at once, so that clients slow to name a destination count towards the limits.
+    let admission = shared.limiter.admit(peer.ip());
+    match listener.mode {
+        ListenerMode::Socks5 => socks5::serve(&shared, client, accepted, admission).await,
+        _ => http::serve(&shared, client, accepted, admission).await,
+    }
+}
+
+/// A client connection before it named its destination.
+#[derive(Debug, Clone, Copy)]
+struct Accepted {
+    peer: SocketAddr,
+    listener: ListenerMode,
+    at: SystemTime,
+    started: Instant,
+}
+
+impl Accepted {
+    /// When the client must have named its destination: the detection budget.
+    fn deadline(&self, shared: &Shared) -> Instant {
+        self.started + shared.detect.timeout
+    }
+}
+
+/// Where the client asked to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    host: Host,
+    port: u16,
+}
+
+/// Why a client got no tunnel; each proxy protocol answers it its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The policy refused before anything was dialled (the reason is in the events).
+    Policy(Reason),
+    /// The name did not resolve.
+    Unresolved,
+    /// Dialling failed: refused, unreachable, timed out.
+    Upstream(CloseReason),
+}
+
+/// A tunnel ready to open: the upstream is connected and has been sent nothing.
+struct Opened {
+    known: Known,
+    policy: Arc<Policy>,
+    gate: Gate,
+    upstream: TcpStream,
+    _slot: Option<Slot>,
+}
+
+impl Opened {
+    /// After the proxy protocol told the client it is connected: the tunnel's first bytes
+    /// are judged like any connection's. `read` is the client's first turn when the proxy
+    /// has read (and rewritten) it itself.
+    async fn judge(self, shared: &Shared, client: TcpStream, read: Option<Detected>) {
+        let Opened {
+            known,
+            policy,
+            gate,
+            upstream,
+            _slot,
+        } = self;
+        conn::judge(shared, &policy, gate, client, &known, Some(upstream), read).await;
+    }
+}
+
+/// Port check, resolution, self-destination check on every address, then the dial; every
+/// refusal is evented here.
+async fn open(
+    shared: &Shared,
+    accepted: Accepted,
+    admission: Result<Slot, Admission>,
+    target: Target,
+) -> Result<Opened, Refusal> {
+    let policy = shared.policy();
+    let (first, domain) = match &target.host {
+        Host::Ip(ip) => (SocketAddr::new(*ip, target.port), None),
+        // Not resolved yet: events say only the port and the name.
+        Host::Name(name) => (
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), target.port),
+            Some(name.clone()),
+        ),
+    };
+    let mut known = Known {
+        flow: Flow {
+            source: accepted.peer,
+            destination: first,
+            listener: accepted.listener.name(),
+        },
+        domain,
+        accepted: accepted.started,
+        at: accepted.at,
+    };
+    let literal_self = matches!(target.host, Host::Ip(ip) if resolve::is_own(ip));
+    let (admission, slot) = match admission {
+        _ if literal_self => (Admission::SelfDestination, None),
+        Ok(slot) => (Admission::Admitted, Some(slot)),
+        Err(refused) => (refused, None),
+    };
+    let refuse = |known: &Known, decision: Decision| {
+        refused(shared, &policy, known, &decision);
+        Err(Refusal::Policy(decision.reason))
+    };
+    let gate = policy.gate(accepted.peer.ip(), first, admission);
+    if let Gate::Decided(decision) = &gate {
+        if !decision.action.forwards() {
+            return refuse(&known, decision.clone());
+        }
+    }
+    if let Gate::Inspect { segment } = gate {
+        // The port first: a port no rule names is refused before anything is looked up.
+        if policy.refuses_port_blind(segment, first) {
+            let decision = policy.decide_rules(segment, first, Protocol::Unknown, None);
+            return refuse(&known, decision);
+        }
+    }
+    let limit = shared.limits.connect_timeout;
+    let addrs = match &target.host {
+        Host::Ip(_) => vec![first],
+        Host::Name(name) => match resolve::resolve(name, target.port, limit).await {
+            Ok(addrs) => addrs,
+            Err(_) => {
+                closed(shared, &policy, &known, CloseReason::Unresolved);
+                return Err(Refusal::Unresolved);
+            }
+        },
+    };
+    if let Some(own) = addrs.iter().find(|a| resolve::is_own(a.ip())) {
+        known.flow.destination = *own;
+        if let Gate::Decided(decision) =
+            policy.gate(accepted.peer.ip(), *own, Admission::SelfDestination)
+        {
+            return refuse(&known, decision);
+        }
+    }
+    let deadline = Instant::now() + limit;
+    let mut failure = CloseReason::UpstreamUnreachable;
+    for addr in addrs {
+        known.flow.destination = addr;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            failure = CloseReason::UpstreamTimeout;
+            break;
+        }
+        match conn::connect(addr, left).await {
+            Ok(upstream) => {
+                let gate = policy.gate(accepted.peer.ip(), addr, Admission::Admitted);
+                return Ok(Opened {
+                    known,
+                    policy,
+                    gate,
+                    upstream,
+                    _slot: slot,
+                });
+            }
+            Err(reason) => failure = reason,
+        }
+    }
+    closed(shared, &policy, &known, failure);
+    Err(Refusal::Upstream(failure))
+}
+
+/// A refusal by the policy before the tunnel opened: its decision event and close event.
+fn refused(shared: &Shared, policy: &Policy, known: &Known, decision: &Decision) {
+    known.emit_decision(shared, policy, decision, None, None);
+    let segment = policy.segment(decision).map(|s| s.name.as_str());
+    let relayed = Relayed {
+        client_bytes: 0,
+        server_bytes: 0,
+        reason: CloseReason::Blocked,
+    };
+    known.emit_close(shared, policy, segment, Protocol::Unknown, &relayed);
+}
+
+/// No tunnel, and no decision either: the destination could not be reached.
+fn closed(shared: &Shared, policy: &Policy, known: &Known, reason: CloseReason) {
+    let segment = policy
+        .segment_for(known.flow.source.ip())
+        .and_then(|i| policy.segments.get(i))
+        .map(|s| s.name.as_str());
+    let relayed = Relayed {
+        client_bytes: 0,
+        server_bytes: 0,
+        reason,
+    };
+    known.emit_close(shared, policy, segment, Protocol::Unknown, &relayed);
+}
+
+/// How long an answer waits for the client to read it before the connection closes.
+const ANSWER_LINGER: Duration = Duration::from_secs(2);
+/// Bytes of a client's further input discarded while it reads the answer.
+const ANSWER_DRAIN: usize = 64 << 10;
+
+/// Sends a final answer, then closes without a reset that could destroy it: the write side
+/// is shut, and what the client still sends is read (bounded in time and bytes) until it
+/// closes.
+async fn answer_and_close(mut client: TcpStream, answer: &[u8]) {
+    if client.write_all(answer).await.is_err() {
+        return;
+    }
+    let _ = client.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    let _ = timeout(ANSWER_LINGER, async {
+        while drained < ANSWER_DRAIN {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+}
