@@ -38,41 +38,29 @@ pub(super) fn fingerprint(input: &Ja4Input<'_>) -> String {
         .copied()
         .filter(|&c| !is_grease(c))
         .collect();
-    let extensions: Vec<u16> = input
-        .extensions
-        .iter()
-        .copied()
-        .filter(|&e| !is_grease(e))
-        .collect();
-    let mut hashed_extensions: Vec<u16> = extensions
-        .iter()
-        .copied()
-        .filter(|&e| e != 0x0000 && e != 0x0010)
-        .collect();
     ciphers.sort_unstable();
-    hashed_extensions.sort_unstable();
+    // Sorted with GREASE, SNI and ALPN still in: the hash skips them as it goes.
+    let mut extensions = input.extensions.to_vec();
+    extensions.sort_unstable();
+    let extension_count = extensions.iter().filter(|&&e| !is_grease(e)).count();
 
     let mut out = String::with_capacity(36);
     out.push('t');
     out.push_str(version_code(input.version));
     out.push(if input.sni { 'd' } else { 'i' });
     push_two_digits(&mut out, ciphers.len());
-    push_two_digits(&mut out, extensions.len());
+    push_two_digits(&mut out, extension_count);
     push_alpn(&mut out, input.first_alpn);
 
     out.push('_');
-    push_truncated_hash(&mut out, &[&ciphers]);
+    push_truncated_hash(&mut out, &[(&ciphers, |_| false)]);
     out.push('_');
-    if hashed_extensions.is_empty() {
+    let not_hashed: fn(u16) -> bool = |e| is_grease(e) || e == 0x0000 || e == 0x0010;
+    if extensions.iter().all(|&e| not_hashed(e)) {
         push_truncated_hash(&mut out, &[]);
     } else {
-        let algs: Vec<u16> = input
-            .signature_algorithms
-            .iter()
-            .copied()
-            .filter(|&s| !is_grease(s))
-            .collect();
-        push_truncated_hash(&mut out, &[&hashed_extensions, &algs]);
+        let algs = (input.signature_algorithms, is_grease as fn(u16) -> bool);
+        push_truncated_hash(&mut out, &[(&extensions, not_hashed), algs]);
     }
     out
 }
@@ -139,28 +127,32 @@ struct HashText {
 }
 
 impl HashText {
-    /// One byte; the buffer goes to the hash when full.
+    /// A few bytes; the buffer goes to the hash first when they would not fit.
     #[inline]
-    fn push(&mut self, b: u8) {
-        if self.len == self.buf.len() {
-            self.hasher.update(self.buf);
+    fn push(&mut self, bytes: &[u8]) {
+        if self.len + bytes.len() > self.buf.len() {
+            self.hasher
+                .update(self.buf.get(..self.len).unwrap_or_default());
             self.len = 0;
         }
-        if let Some(slot) = self.buf.get_mut(self.len) {
-            *slot = b;
-            self.len += 1;
+        if let Some(slot) = self.buf.get_mut(self.len..self.len + bytes.len()) {
+            slot.copy_from_slice(bytes);
+            self.len += bytes.len();
         }
     }
 
-    /// `values` as JA4 writes them: 4-digit lowercase hex, comma-separated.
-    fn push_hex_list(&mut self, values: &[u16]) {
-        for (i, &v) in values.iter().enumerate() {
-            if i > 0 {
-                self.push(b',');
+    /// `values` as JA4 writes them: 4-digit lowercase hex, comma-separated; `skip` values
+    /// are left out.
+    fn push_hex_list(&mut self, values: &[u16], skip: impl Fn(u16) -> bool) {
+        let mut first = true;
+        for &v in values.iter().filter(|&&v| !skip(v)) {
+            let [a, b, c, d] = hex4(v);
+            if first {
+                self.push(&[a, b, c, d]);
+            } else {
+                self.push(&[b',', a, b, c, d]);
             }
-            for digit in hex4(v) {
-                self.push(digit);
-            }
+            first = false;
         }
     }
 
@@ -171,10 +163,14 @@ impl HashText {
     }
 }
 
-/// The first 12 hex digits of the hash of `lists` (joined by `_`), or 12 zeros when there
-/// is nothing to hash.
-fn push_truncated_hash(out: &mut String, lists: &[&[u16]]) {
-    if lists.iter().all(|l| l.is_empty()) {
+/// A list to hash and the values to leave out of it.
+type HashList<'a> = (&'a [u16], fn(u16) -> bool);
+
+/// The first 12 hex digits of the hash of `lists` (joined by `_`, empty ones left out), or
+/// 12 zeros when there is nothing to hash.
+fn push_truncated_hash(out: &mut String, lists: &[HashList<'_>]) {
+    let present = |(list, skip): &&HashList<'_>| list.iter().any(|&v| !skip(v));
+    if !lists.iter().any(|l| present(&l)) {
         out.push_str("000000000000");
         return;
     }
@@ -183,11 +179,11 @@ fn push_truncated_hash(out: &mut String, lists: &[&[u16]]) {
         buf: [0; 512],
         len: 0,
     };
-    for (i, list) in lists.iter().filter(|l| !l.is_empty()).enumerate() {
+    for (i, (list, skip)) in lists.iter().filter(present).enumerate() {
         if i > 0 {
-            text.push(b'_');
+            text.push(b"_");
         }
-        text.push_hex_list(list);
+        text.push_hex_list(list, skip);
     }
     let digest = text.finalize();
     for &b in digest.iter().take(6) {

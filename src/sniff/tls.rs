@@ -205,8 +205,9 @@ fn parse_hello(msg: &[u8]) -> Option<TlsHello> {
     let mut first_alpn: Option<&[u8]> = None;
     let mut supported_versions: Option<Vec<u16>> = None;
     let mut sig_algs: Vec<u16> = Vec::new();
-    let mut ext_types: Vec<u16> = Vec::new();
     let mut exts = hello.ext.unwrap_or_default();
+    // Each extension takes at least 4 bytes.
+    let mut ext_types: Vec<u16> = Vec::with_capacity(exts.len() / 4);
     while !exts.is_empty() {
         let (ty, len) = match exts {
             [t0, t1, l0, l1, ..] => (
@@ -253,9 +254,7 @@ fn parse_hello(msg: &[u8]) -> Option<TlsHello> {
     }
     // RFC 8446 §4.2: at most one extension of each type. A second SNI is how a hello
     // would show the gateway one name and the server another.
-    let mut sorted = ext_types.clone();
-    sorted.sort_unstable();
-    if sorted.windows(2).any(|w| w[0] == w[1]) {
+    if has_duplicates(&ext_types) {
         return None;
     }
     let offered = supported_versions
@@ -275,6 +274,20 @@ fn parse_hello(msg: &[u8]) -> Option<TlsHello> {
         signature_algorithms: &sig_algs,
     });
     Some(out)
+}
+
+/// Whether a value occurs twice: pairwise for a real hello's couple of dozen extensions,
+/// which costs less than sorting a copy; sorted for a hello built to have thousands.
+pub(super) fn has_duplicates(values: &[u16]) -> bool {
+    if values.len() <= 64 {
+        return values
+            .iter()
+            .enumerate()
+            .any(|(i, v)| values.get(i + 1..).unwrap_or_default().contains(v));
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted.windows(2).any(|w| w[0] == w[1])
 }
 
 /// RFC 6066 §3: a host name is ASCII, without a trailing NUL or control bytes; anything else

@@ -17,7 +17,7 @@ macro_rules! fixture {
 }
 
 /// Every catalogue fixture: its file name, bytes, protocol and whose first turn it is.
-pub(crate) const CATALOGUE: [(&str, &[u8], Protocol, Side); 50] = [
+pub(crate) const CATALOGUE: [(&str, &[u8], Protocol, Side); 51] = [
     fixture!("amqp_client_py_amqp", Amqp, Client),
     fixture!("bittorrent_client_libtorrent", Bittorrent, Client),
     fixture!("cassandra_client_python_driver", Cassandra, Client),
@@ -55,6 +55,7 @@ pub(crate) const CATALOGUE: [(&str, &[u8], Protocol, Side); 50] = [
     fixture!("rsync_client_rsync", Rsync, Client),
     fixture!("rsync_server_daemon", Rsync, Server),
     fixture!("rtmp_client_rtmpdump", Rtmp, Client),
+    fixture!("rtmp_client_rtmpdump_fp9", Rtmp, Client),
     fixture!("rtsp_client_curl", Rtsp, Client),
     fixture!("sip_client_sipsak", Sip, Client),
     fixture!("smb_client_smbclient", Smb, Client),

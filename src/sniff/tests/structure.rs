@@ -88,7 +88,14 @@ fn fixed_openings_are_exact() {
         client(&edited("bittorrent_client_libtorrent", |b| b[0] = 0x14)),
         None
     );
-    // RTMP: C0 must be 3 (6 is RTMPE) and C1's second field zero (the plain handshake).
+    // RTMP: C0 must be 3 (6 is RTMPE); C1's second field zero (the plain handshake), or a
+    // player version with a valid digest (librtmp's Flash Player 9 handshake).
+    let fp9 = bytes("rtmp_client_rtmpdump_fp9");
+    assert_eq!(client(fp9), Some(Protocol::Rtmp));
+    for at in [12, 800, 1000, 1535] {
+        let flipped = edited("rtmp_client_rtmpdump_fp9", |b| b[1 + at] ^= 1);
+        assert_eq!(client(&flipped), None, "one bit flipped at C1[{at}]");
+    }
     assert_eq!(client(bytes("rtmp_client_rtmpdump")), Some(Protocol::Rtmp));
     assert_eq!(client(&edited("rtmp_client_rtmpdump", |b| b[0] = 6)), None);
     assert_eq!(

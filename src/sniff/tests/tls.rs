@@ -299,3 +299,13 @@ fn no_sni_and_no_alpn() {
     let original = matched("openssl", TLS_OPENSSL);
     assert_eq!(hello.ja4[10..], original.ja4[10..]);
 }
+
+#[test]
+fn duplicate_extension_types_are_found_in_short_and_long_lists() {
+    use crate::sniff::tls::has_duplicates;
+    let mut many: Vec<u16> = (0..200).collect();
+    assert!(!has_duplicates(&many[..20]) && !has_duplicates(&many));
+    many[150] = 3;
+    assert!(has_duplicates(&many));
+    assert!(has_duplicates(&[0x0000, 0x0010, 0x0000]));
+}
