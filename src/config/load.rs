@@ -227,6 +227,7 @@ fn parse_policy(files: &[PolicyFile], out: &mut Vec<Problem>) -> Option<Policy> 
     };
     let mut catalogue = parse_services(&builtin_doc, out).unwrap_or_default();
     let mut parsed = Vec::new();
+    let mut raws = parse_segments(files).into_iter();
     for file in files {
         let doc = Doc {
             file: file.display.clone(),
@@ -238,7 +239,12 @@ fn parse_policy(files: &[PolicyFile], out: &mut Vec<Problem>) -> Option<Policy> 
             }
             continue;
         }
-        if let Some(raw) = parse_all::<RawSegment>(&doc, out) {
+        // One result per segment file, in order (a parser thread's panic is re-raised).
+        let (raw, problems) = raws
+            .next()
+            .unwrap_or_else(|| (None, vec![doc.at(0..0, "internal error: not parsed")]));
+        out.extend(problems);
+        if let Some(raw) = raw {
             let mut c = Check { doc: &doc, out };
             parsed.extend(segment::validate(&mut c, &raw));
         }
@@ -250,6 +256,39 @@ fn parse_policy(files: &[PolicyFile], out: &mut Vec<Problem>) -> Option<Policy> 
     let version = version(files, &catalogue);
     let segments = parsed.into_iter().map(|p| p.segment).collect();
     Some(Policy::new(segments, catalogue, version))
+}
+
+/// Stage one of every segment file (all but `services.toml`), in file order, on as many
+/// threads as there are cores: parsing is nearly all of a large policy's load time, and a
+/// reload of a thousand files should not take long.
+fn parse_segments(files: &[PolicyFile]) -> Vec<(Option<RawSegment>, Vec<Problem>)> {
+    let segments: Vec<&PolicyFile> = files
+        .iter()
+        .filter(|f| f.name != services::FILE_NAME)
+        .collect();
+    let parse = |file: &PolicyFile| {
+        let doc = Doc {
+            file: file.display.clone(),
+            text: &file.text,
+        };
+        let mut problems = Vec::new();
+        (parse_all::<RawSegment>(&doc, &mut problems), problems)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads < 2 || segments.len() < 64 {
+        return segments.into_iter().map(parse).collect();
+    }
+    let chunk = segments.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = segments
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|f| parse(f)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 fn parse_services(doc: &Doc, out: &mut Vec<Problem>) -> Option<Catalogue> {

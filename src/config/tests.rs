@@ -63,7 +63,7 @@ fn toml_syntax_error_and_other_files_still_checked() {
     assert_problems(
         "toml-syntax",
         &[
-            "policy/a.toml:3:1: invalid array; expected `]`",
+            "policy/a.toml:3:1: missing comma between array elements, expected `,`",
             "policy/b.toml:3:8: unknown mode \"drop\"; expected one of block, monitor",
         ],
     );

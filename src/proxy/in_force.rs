@@ -48,8 +48,14 @@ impl PolicyCell {
     }
 
     /// Replaces the value in force; connections that already hold the old one keep it.
+    /// The old value is dropped after the lock is released: freeing a large policy never
+    /// holds up readers.
     pub fn install(&self, next: InForce) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = next;
+        let old = std::mem::replace(
+            &mut *self.0.write().unwrap_or_else(PoisonError::into_inner),
+            next,
+        );
+        drop(old);
     }
 }
 

@@ -309,7 +309,7 @@ fn each_kind_of_bad_reload_is_refused_with_its_exact_error() {
             "TOML syntax error",
             "local.toml",
             b"segment = \"local\"\nsources = [\"127.0.0.0/8\"\n".to_vec(),
-            format!("{}:3:1: ", dir.join("local.toml").display()),
+            format!("{}:2:25: unclosed array", dir.join("local.toml").display()),
         ),
         (
             "unknown protocol",
