@@ -14,8 +14,15 @@ harness=${HARNESS:-../shared/bench}
 [ -x "$harness/run.sh" ] || { echo "bench/compare.sh: no harness at $harness (set HARNESS=...)" >&2; exit 2; }
 cargo build --release --locked
 mode=${MODE:-explicit}
-export PROXY_NAME=portcullis
-export PROXY_CMD="exec $PWD/bench/portcullis-target.sh"
+# METRICS=1: portcullis with the admin endpoint and a scrape every second, named
+# portcullis-metrics in the tables (compare with a METRICS=0 run through haproxy's ratios).
+if [ "${METRICS:-0}" = 1 ]; then
+  export PROXY_NAME=portcullis-metrics
+  export PROXY_CMD="METRICS=1 exec $PWD/bench/portcullis-target.sh"
+else
+  export PROXY_NAME=portcullis
+  export PROXY_CMD="exec $PWD/bench/portcullis-target.sh"
+fi
 export TARGETS=${TARGETS:-direct haproxy haproxy-splice}
 export OUTDIR=${OUTDIR:-/tmp/pbench/results/$(date +%Y%m%d-%H%M%S)-$mode}
 MODE=$mode exec "$harness/run.sh"

@@ -7,7 +7,8 @@
 # Runs portcullis as a target of run.sh: writes a config for the harness's policy
 # (see README.md, "The policy every target implements") and execs the binary.
 #   PROXY_NAME=portcullis PROXY_CMD='exec ../shared/bench/portcullis-target.sh' ../shared/bench/run.sh
-# PORTCULLIS_BIN overrides the binary (default: ./target/release/portcullis).
+# PORTCULLIS_BIN overrides the binary (default: ./target/release/portcullis); METRICS=1 turns
+# the admin endpoint on and scrapes it every second.
 set -eu
 bin=$(realpath "${PORTCULLIS_BIN:-./target/release/portcullis}")
 dir=$(mktemp -d /tmp/pcbench-XXXXXX)
@@ -56,4 +57,14 @@ on_unidentified = "$unid"
 
 $rules
 TOML
+# METRICS=1: the admin endpoint on loopback and a scrape of /metrics every second (issue 7's
+# "metrics on" case). The scraper runs in its own session, so its CPU is not counted as the
+# proxy's, and stops when the proxy (this process, after exec) is gone.
+if [ "${METRICS:-0}" = 1 ]; then
+  case "${PROXY_ROLE:-tls}" in tls) admin=19901 ;; any) admin=19902 ;; *) admin=19903 ;; esac
+  printf '\n[admin]\nlisten = "127.0.0.1:%s"\n' "$admin" >>"$dir/portcullis.toml"
+  proxy=$$
+  setsid bash -c "while kill -0 $proxy 2>/dev/null; do
+      curl -s -o /dev/null http://127.0.0.1:$admin/metrics; sleep 1; done" </dev/null >/dev/null 2>&1 &
+fi
 exec "$bin" run --config "$dir/portcullis.toml"

@@ -10,7 +10,7 @@ use std::time::Duration;
 use socket2::SockRef;
 
 use tokio::net::TcpStream;
-use tokio::time::{sleep, timeout_at, Instant};
+use tokio::time::{sleep, timeout, timeout_at, Instant};
 
 use crate::sniff::{self, Sniffed, Verdict};
 
@@ -18,6 +18,8 @@ use crate::sniff::{self, Sniffed, Verdict};
 const PEEK: usize = 1024;
 /// A first turn shorter than this, without a complete line, may still be arriving.
 const SHORT: usize = 256;
+/// How long the rest of a first turn may take to follow its first bytes.
+const SPLIT: Duration = Duration::from_millis(25);
 /// How long to wait before peeking again at a first turn that is not complete yet.
 const REPEEK: Duration = Duration::from_millis(2);
 /// Most client bytes moved per read while waiting.
@@ -34,17 +36,25 @@ pub struct Answer {
     pub client_failed: bool,
     /// Writing the client's bytes upstream failed: the connection is over.
     pub upstream_failed: bool,
+    /// The server accepted none of the client's bytes for `stall`: the connection is over.
+    pub stalled: bool,
 }
 
 /// Waits until `until` at most for the server's first turn on `upstream` and identifies
 /// it with `sniff_server`, relaying what the client sends meanwhile. Returns as soon as the
 /// server's turn is named or cannot be (no match, end of stream, `PEEK` bytes without a
 /// verdict), when the deadline passes, or when either socket fails.
-pub async fn server_answer(client: &TcpStream, upstream: &TcpStream, until: Instant) -> Answer {
+pub async fn server_answer(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    until: Instant,
+    stall: Duration,
+) -> Answer {
     let mut answer = Answer::default();
     let mut peeked = [0u8; PEEK];
     let mut pump: Vec<u8> = Vec::new();
     let mut client_open = true;
+    let mut first_seen: Option<Instant> = None;
     loop {
         let more = tokio::select! {
             biased;
@@ -56,8 +66,11 @@ pub async fn server_answer(client: &TcpStream, upstream: &TcpStream, until: Inst
                     }
                     Verdict::NeedMore if n < SHORT && !peeked[..n].contains(&b'\n') => {
                         // The first line has not all arrived (a banner split over
-                        // segments): let more of it in. A complete line that names
-                        // nothing (an HTTP status line) ends the wait.
+                        // segments): let more of it in, briefly. A complete line that
+                        // names nothing (an HTTP status line) ends the wait, and so do a
+                        // few binary bytes that stay as they are.
+                        let first = *first_seen.get_or_insert_with(Instant::now);
+                        let until = until.min(first + SPLIT);
                         timeout_at(until, sleep(REPEEK)).await.is_ok()
                     }
                     Verdict::NeedMore | Verdict::NoMatch => false,
@@ -81,24 +94,23 @@ pub async fn server_answer(client: &TcpStream, upstream: &TcpStream, until: Inst
                         client_open = false;
                         true
                     }
-                    Ok(n) => {
-                        match timeout_at(until, write_all(upstream, &pump[..n])).await {
-                            Ok(Ok(())) => {
-                                answer.client_bytes += n as u64;
-                                true
-                            }
-                            Ok(Err(_)) => {
-                                answer.upstream_failed = true;
-                                return answer;
-                            }
-                            // The server does not read and has not spoken: stop waiting.
-                            Err(_) => {
-                                answer.client_bytes += n as u64;
-                                answer.upstream_failed = true;
-                                return answer;
-                            }
+                    // Written whole even past `until` (bytes read from the client are never
+                    // dropped), unless the server accepts nothing for `stall`: then the
+                    // connection is as dead as the relay's idle timeout would find it.
+                    Ok(n) => match timeout(stall, write_all(upstream, &pump[..n])).await {
+                        Ok(Ok(())) => {
+                            answer.client_bytes += n as u64;
+                            true
                         }
-                    }
+                        Ok(Err(_)) => {
+                            answer.upstream_failed = true;
+                            return answer;
+                        }
+                        Err(_) => {
+                            answer.stalled = true;
+                            return answer;
+                        }
+                    },
                     Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => true,
                     Err(_) => {
                         answer.client_failed = true;
@@ -133,6 +145,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
+    const STALL: Duration = Duration::from_secs(5);
+
     /// A connected pair: (gateway's end, far end).
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -148,12 +162,12 @@ mod tests {
         let banner = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n";
         let writer = tokio::spawn(async move {
             server.write_all(&banner[..9]).await.unwrap();
-            sleep(Duration::from_millis(20)).await;
+            sleep(Duration::from_millis(5)).await;
             server.write_all(&banner[9..]).await.unwrap();
             server
         });
         let until = Instant::now() + Duration::from_secs(2);
-        let answer = server_answer(&client, &upstream, until).await;
+        let answer = server_answer(&client, &upstream, until, STALL).await;
         let _server = writer.await.unwrap();
         assert_eq!(answer.sniffed.map(|s| s.protocol), Some(Protocol::Ssh));
         // Peeked, not consumed: the relay still delivers every byte.
@@ -170,7 +184,7 @@ mod tests {
         client_far.write_all(b"request body").await.unwrap();
         client_far.shutdown().await.unwrap();
         let until = Instant::now() + Duration::from_millis(200);
-        let answer = server_answer(&client, &upstream, until).await;
+        let answer = server_answer(&client, &upstream, until, STALL).await;
         assert!(
             Instant::now() >= until,
             "waited for the server until the deadline"
@@ -187,12 +201,76 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_few_binary_bytes_end_the_wait_soon() {
+        let (client, _client_far) = pair().await;
+        let (upstream, mut server) = pair().await;
+        // iperf3's server answers its control connection with one state byte.
+        server.write_all(&[9]).await.unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        let answer = server_answer(&client, &upstream, until, STALL).await;
+        assert!(answer.sniffed.is_none());
+        assert!(Instant::now() < until - Duration::from_secs(4));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_keeps_sending_to_a_slow_reader_loses_nothing() {
+        let (client, mut client_far) = pair().await;
+        let (upstream, mut server) = pair().await;
+        let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+        let sent = data.clone();
+        let sender = tokio::spawn(async move {
+            let _ = client_far.write_all(&sent).await;
+            client_far
+        });
+        // The server reads slowly: the pump's writes block on a full socket past `until`.
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = server.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                sleep(Duration::from_millis(1)).await;
+            }
+            got
+        });
+        let until = Instant::now() + Duration::from_millis(50);
+        let answer = server_answer(&client, &upstream, until, STALL).await;
+        assert!(!answer.client_failed && !answer.upstream_failed && !answer.stalled);
+        assert!(answer.client_bytes > 0);
+        drop(upstream);
+        let got = reader.await.unwrap();
+        assert_eq!(
+            got.len() as u64,
+            answer.client_bytes,
+            "every pumped byte arrived"
+        );
+        assert_eq!(&got[..], &data[..got.len()], "in order");
+        drop(sender);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_reads_nothing_is_a_stall_not_a_hang() {
+        let (client, mut client_far) = pair().await;
+        let (upstream, _server) = pair().await;
+        let sender = tokio::spawn(async move {
+            let _ = client_far.write_all(&vec![7u8; 32 << 20]).await;
+            client_far
+        });
+        let until = Instant::now() + Duration::from_millis(50);
+        let answer = server_answer(&client, &upstream, until, Duration::from_millis(200)).await;
+        assert!(answer.stalled);
+        sender.abort();
+    }
+
+    #[tokio::test]
     async fn an_unnamed_answer_ends_the_wait_at_once() {
         let (client, _client_far) = pair().await;
         let (upstream, mut server) = pair().await;
         server.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
         let until = Instant::now() + Duration::from_secs(5);
-        let answer = server_answer(&client, &upstream, until).await;
+        let answer = server_answer(&client, &upstream, until, STALL).await;
         assert!(answer.sniffed.is_none());
         assert!(Instant::now() < until - Duration::from_secs(4));
     }

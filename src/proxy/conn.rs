@@ -34,7 +34,12 @@ pub async fn handle(
     let accepted = Instant::now();
     let at = SystemTime::now();
     let _ = client.set_nodelay(true);
-    let local = client.local_addr().unwrap_or(listener.addr);
+    // A listener bound to one address accepts only on it: no getsockname(2) needed.
+    let local = if listener.addr.ip().is_unspecified() {
+        client.local_addr().unwrap_or(listener.addr)
+    } else {
+        listener.addr
+    };
     let destination = match listener.mode {
         ListenerMode::Forward => listener.upstream.unwrap_or(local),
         // TPROXY leaves the destination untouched: it is the accepted socket's local address.
@@ -507,7 +512,10 @@ async fn dial_and_listen(
     let replayed = replay.len() as u64;
     let upstream = dial(shared, destination, connected, replay).await;
     let answer = match &upstream {
-        Ok(up) => server_answer(client, up, Instant::now() + shared.detect.client_first).await,
+        Ok(up) => {
+            let until = Instant::now() + shared.detect.client_first;
+            server_answer(client, up, until, shared.limits.idle_timeout).await
+        }
         Err(_) => Answer::default(),
     };
     Dialled {
@@ -549,14 +557,17 @@ async fn finish_dialled(
             return done;
         }
     };
-    if answer.client_failed || answer.upstream_failed {
-        let (failed, other) = if answer.client_failed {
-            (CloseReason::ClientError, &upstream)
+    if answer.client_failed || answer.upstream_failed || answer.stalled {
+        done.reason = if answer.client_failed {
+            CloseReason::ClientError
+        } else if answer.stalled {
+            CloseReason::IdleTimeout
         } else {
-            (CloseReason::UpstreamError, &client)
+            CloseReason::UpstreamError
         };
-        reset(other);
-        done.reason = failed;
+        // Both sides learn at once that the connection is gone.
+        reset(&client);
+        reset(&upstream);
         return done;
     }
     if !decision.action.forwards() {
