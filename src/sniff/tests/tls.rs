@@ -304,8 +304,8 @@ fn no_sni_and_no_alpn() {
 fn duplicate_extension_types_are_found_in_short_and_long_lists() {
     use crate::sniff::tls::has_duplicates;
     let mut many: Vec<u16> = (0..200).collect();
-    assert!(!has_duplicates(&many[..20]) && !has_duplicates(&many));
+    assert!(!has_duplicates(&mut many[..20]) && !has_duplicates(&mut many));
     many[150] = 3;
-    assert!(has_duplicates(&many));
-    assert!(has_duplicates(&[0x0000, 0x0010, 0x0000]));
+    assert!(has_duplicates(&mut many));
+    assert!(has_duplicates(&mut [0x0000, 0x0010, 0x0000]));
 }
