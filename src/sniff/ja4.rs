@@ -123,25 +123,37 @@ fn alpn_code(first_alpn: Option<&[u8]>) -> [u8; 2] {
 /// Lowercase hex digits.
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Every byte as two lowercase hex digits, so that a value costs two loads.
-const HEX_PAIRS: [[u8; 2]; 256] = {
-    let mut table = [[0; 2]; 256];
+/// Every byte as its two lowercase hex digits, the first in the low byte.
+const HEX_PAIRS: [u16; 256] = {
+    let mut table = [0; 256];
     let mut i = 0;
     while i < 256 {
-        table[i] = [HEX[i >> 4], HEX[i & 0x0f]];
+        table[i] = HEX[i >> 4] as u16 | (HEX[i & 0x0f] as u16) << 8;
         i += 1;
     }
     table
 };
 
+/// `v` as four lowercase hex digits and a comma, in the first five bytes of a word: two
+/// table loads and one store, whatever the value.
+#[inline]
+fn hex4_comma(v: u16) -> [u8; 8] {
+    let [hi, lo] = v.to_be_bytes();
+    let hi = u64::from(HEX_PAIRS[usize::from(hi)]);
+    let lo = u64::from(HEX_PAIRS[usize::from(lo)]);
+    (hi | lo << 16 | u64::from(b',') << 32).to_le_bytes()
+}
+
 /// Room for 64 values of text before it goes to the hash.
 const TEXT_BUF: usize = 64 * 5;
+/// Values are stored 8 bytes at a time, of which 5 are kept.
+const TEXT_SLACK: usize = 3;
 
 /// JA4's hash text (4-digit lowercase hex values, comma-separated), written on the stack and
 /// handed to SHA-256 in large pieces: one `update` per value costs more than the hashing.
 struct HashText {
     hasher: Sha256,
-    buf: [u8; TEXT_BUF],
+    buf: [u8; TEXT_BUF + TEXT_SLACK],
     len: usize,
 }
 
@@ -149,7 +161,7 @@ impl HashText {
     fn new() -> HashText {
         HashText {
             hasher: Sha256::new(),
-            buf: [0; TEXT_BUF],
+            buf: [0; TEXT_BUF + TEXT_SLACK],
             len: 0,
         }
     }
@@ -178,11 +190,8 @@ impl HashText {
             if self.len + 5 > TEXT_BUF {
                 self.flush();
             }
-            let [hi, lo] = v.to_be_bytes();
-            let [a, b] = HEX_PAIRS[usize::from(hi)];
-            let [c, d] = HEX_PAIRS[usize::from(lo)];
-            if let Some(slot) = self.buf.get_mut(self.len..self.len + 5) {
-                slot.copy_from_slice(&[a, b, c, d, b',']);
+            if let Some(slot) = self.buf.get_mut(self.len..self.len + 8) {
+                slot.copy_from_slice(&hex4_comma(v));
                 self.len += 5;
             }
             count += 1;
@@ -201,7 +210,7 @@ impl HashText {
             self.flush();
             let digest = self.hasher.finalize_reset();
             for (pair, &b) in out.chunks_exact_mut(2).zip(digest.iter()) {
-                pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+                pair.copy_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0f)]]);
             }
         }
         self.len = 0;
@@ -267,6 +276,64 @@ mod tests {
             signature_algorithms: &wire(&algs),
         });
         assert_eq!(ja4, "t13d1516h2_8daaf6152771_d8a2da3f94cd");
+    }
+
+    #[test]
+    fn every_value_is_written_as_four_lowercase_hex_digits() {
+        for v in 0..=u16::MAX {
+            let text = hex4_comma(v);
+            assert_eq!(&text[..5], format!("{v:04x},").as_bytes());
+        }
+    }
+
+    /// Lists longer than the stack buffer (hashed in pieces) hash as their text joined in one
+    /// piece: sorted, comma-separated, `_` between extensions and signature algorithms, GREASE
+    /// left out, and the counts capped at 99.
+    #[test]
+    fn long_lists_hash_as_their_joined_text() {
+        let join = |values: &[u16]| {
+            let hex: Vec<String> = values.iter().map(|v| format!("{v:04x}")).collect();
+            hex.join(",")
+        };
+        let truncated_hash = |text: String| -> String {
+            let digest = Sha256::digest(text.as_bytes());
+            digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+        };
+        for n in [1u16, 2, 63, 64, 65, 99, 130, 300, 3000] {
+            // Distinct values in no order (40503 is odd), GREASE and SNI among them for large n.
+            let ciphers: Vec<u16> = (0..n).map(|i| i.wrapping_mul(40503)).collect();
+            let extensions: Vec<u16> = ciphers.iter().map(|c| c ^ 0x5a5a).collect();
+            let algs: Vec<u16> = (0..n).rev().collect();
+            let ja4 = fingerprint(Ja4Input {
+                version: 0x0303,
+                sni: false,
+                ciphers: &mut ciphers.clone(),
+                extensions: &mut extensions.clone(),
+                first_alpn: None,
+                signature_algorithms: &wire(&algs),
+            });
+            let mut sorted_ciphers = ciphers.clone();
+            sorted_ciphers.retain(|&c| !is_grease(c));
+            sorted_ciphers.sort();
+            let mut counted = extensions.clone();
+            counted.retain(|&e| !is_grease(e));
+            let mut hashed = counted.clone();
+            hashed.retain(|&e| e != 0x0000 && e != 0x0010);
+            hashed.sort();
+            let algs: Vec<u16> = algs.into_iter().filter(|&a| !is_grease(a)).collect();
+            let expected = format!(
+                "t12i{:02}{:02}00_{}_{}",
+                sorted_ciphers.len().min(99),
+                counted.len().min(99),
+                truncated_hash(join(&sorted_ciphers)),
+                match (hashed.is_empty(), algs.is_empty()) {
+                    (true, _) => "000000000000".to_string(),
+                    (false, true) => truncated_hash(join(&hashed)),
+                    (false, false) => truncated_hash(format!("{}_{}", join(&hashed), join(&algs))),
+                }
+            );
+            assert_eq!(ja4, expected, "{n} values");
+        }
     }
 
     #[test]

@@ -228,11 +228,12 @@ fn parse_hello(msg: &[u8]) -> Option<TlsHello> {
     };
     let legacy_version = hello.version.0;
     let version = offered.flatten().unwrap_or(legacy_version);
-    let mut ciphers = U16List::<128>::from_exact(hello.ciphers.iter().map(|c| c.0));
+    // Same layout: the collect reuses tls-parser's vector in place.
+    let mut ciphers: Vec<u16> = hello.ciphers.into_iter().map(|c| c.0).collect();
     let ja4 = ja4::fingerprint(Ja4Input {
         version,
         sni: exts.server_name.is_some(),
-        ciphers: ciphers.as_mut_slice(),
+        ciphers: &mut ciphers,
         extensions: exts.types.as_mut_slice(),
         first_alpn,
         signature_algorithms,
@@ -367,20 +368,6 @@ impl<const N: usize> U16List<N> {
             len: 0,
             heap: Vec::new(),
         }
-    }
-
-    /// The values of an iterator that knows its length, copied in one pass.
-    fn from_exact(values: impl ExactSizeIterator<Item = u16>) -> Self {
-        let mut list = Self::new();
-        if values.len() > N {
-            list.heap = values.collect();
-        } else {
-            list.len = values.len();
-            for (slot, v) in list.inline.iter_mut().zip(values) {
-                *slot = v;
-            }
-        }
-        list
     }
 
     fn push(&mut self, v: u16) {
