@@ -298,10 +298,10 @@ impl<'a> Extensions<'a> {
 }
 
 /// An extension no ClientHello can carry: the hello is refused.
-struct Malformed;
+pub(super) struct Malformed;
 
 /// A vector with a 16-bit length (RFC 8446 §3.4) and the bytes after it.
-fn len16(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(super) fn len16(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     let (len, rest) = parse::be16(buf).ok()?;
     parse::take(rest, usize::from(len)).ok()
 }
@@ -309,7 +309,7 @@ fn len16(buf: &[u8]) -> Option<(&[u8], &[u8])> {
 /// The first host_name of a server_name extension (RFC 6066 §3), read as tls-parser reads
 /// it: entries are read until one does not fit in the list; an empty extension names nothing.
 /// `Malformed` when the list itself is truncated.
-fn sni_host_name(data: &[u8]) -> Result<Option<&[u8]>, Malformed> {
+pub(super) fn sni_host_name(data: &[u8]) -> Result<Option<&[u8]>, Malformed> {
     if data.is_empty() {
         return Ok(None);
     }
@@ -328,7 +328,7 @@ fn sni_host_name(data: &[u8]) -> Result<Option<&[u8]>, Malformed> {
 
 /// ALPN protocol names (RFC 7301 §3.1), read as tls-parser reads them: names are read until
 /// one does not fit in the list. `Malformed` when the list itself is truncated.
-fn alpn_names(data: &[u8]) -> Result<impl Iterator<Item = &[u8]> + Clone, Malformed> {
+pub(super) fn alpn_names(data: &[u8]) -> Result<impl Iterator<Item = &[u8]> + Clone, Malformed> {
     let (mut rest, _) = len16(data).ok_or(Malformed)?;
     Ok(std::iter::from_fn(move || {
         let (&len, after) = rest.split_first()?;
@@ -341,7 +341,7 @@ fn alpn_names(data: &[u8]) -> Result<impl Iterator<Item = &[u8]> + Clone, Malfor
 /// The highest version but GREASE in a supported_versions extension (RFC 8446 §4.2.1), read
 /// as tls-parser reads it: two bytes are one version (the ServerHello form); otherwise a
 /// length byte (not checked) and a list that must not end in half a version.
-fn highest_version(data: &[u8]) -> Result<Option<u16>, Malformed> {
+pub(super) fn highest_version(data: &[u8]) -> Result<Option<u16>, Malformed> {
     let list = match data {
         [] => return Err(Malformed),
         [_, _] => data,
