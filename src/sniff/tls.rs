@@ -7,11 +7,10 @@
 
 use std::borrow::Cow;
 
-use tls_parser::{parse_tls_client_hello_extension, parse_tls_handshake_client_hello};
-use tls_parser::{SNIType, TlsExtension};
+use tls_parser::parse_tls_handshake_client_hello;
 
 use super::ja4::{self, Ja4Input};
-use super::Verdict;
+use super::{parse, Verdict};
 
 /// What a ClientHello tells about the connection.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -191,103 +190,211 @@ fn reassemble(buf: &[u8], msg_len: usize) -> Cow<'_, [u8]> {
 /// Parses a complete ClientHello handshake message (header included). `None` when it is
 /// malformed: trailing bytes, a truncated or duplicated extension, or an unreadable SNI,
 /// ALPN, supported_versions or signature_algorithms extension.
+///
+/// tls-parser parses the hello; the four extensions read here are walked in place, as
+/// tls-parser reads them, so that nothing is allocated but the answer.
 fn parse_hello(msg: &[u8]) -> Option<TlsHello> {
     let body = msg.get(HANDSHAKE_HEADER_LEN..)?;
     let (rest, hello) = parse_tls_handshake_client_hello(body).ok()?;
     if !rest.is_empty() {
         return None;
     }
-    let mut out = TlsHello {
-        legacy_version: hello.version.0,
-        ..TlsHello::default()
-    };
-    let mut sni_present = false;
-    let mut first_alpn: Option<&[u8]> = None;
-    let mut supported_versions: Option<Vec<u16>> = None;
-    let mut sig_algs: Vec<u16> = Vec::new();
-    let mut exts = hello.ext.unwrap_or_default();
-    // Each extension takes at least 4 bytes.
-    let mut ext_types: Vec<u16> = Vec::with_capacity(exts.len() / 4);
-    while !exts.is_empty() {
-        let (ty, len) = match exts {
-            [t0, t1, l0, l1, ..] => (
-                u16::from_be_bytes([*t0, *t1]),
-                usize::from(u16::from_be_bytes([*l0, *l1])),
-            ),
-            _ => return None,
-        };
-        let (one, rest) = exts.split_at_checked(4 + len)?;
-        exts = rest;
-        if !ja4::is_grease(ty) {
-            ext_types.push(ty);
-        }
-        if !matches!(
-            ty,
-            EXT_SERVER_NAME | EXT_ALPN | EXT_SUPPORTED_VERSIONS | EXT_SIGNATURE_ALGORITHMS
-        ) {
-            out.ech |= ty == EXT_ENCRYPTED_CLIENT_HELLO;
-            continue;
-        }
-        let (_, parsed) = parse_tls_client_hello_extension(one).ok()?;
-        match parsed {
-            TlsExtension::SNI(names) => {
-                sni_present = true;
-                let name = names.iter().find(|(t, _)| *t == SNIType::HostName);
-                out.server_name = match name {
-                    Some((_, name)) => Some(host_name(name)?),
-                    None => None,
-                };
-            }
-            TlsExtension::ALPN(protocols) => {
-                first_alpn = protocols.first().copied();
-                out.alpn = protocols
-                    .iter()
-                    .map(|p| String::from_utf8_lossy(p).into_owned())
-                    .collect();
-            }
-            TlsExtension::SupportedVersions(versions) => {
-                supported_versions = Some(versions.iter().map(|v| v.0).collect());
-            }
-            TlsExtension::SignatureAlgorithms(algs) => sig_algs = algs,
-            _ => return None,
-        }
-    }
+    let mut exts = Extensions::walk(hello.ext.unwrap_or_default())?;
     // RFC 8446 §4.2: at most one extension of each type. A second SNI is how a hello
     // would show the gateway one name and the server another.
-    if has_duplicates(&ext_types) {
+    if has_duplicates(exts.types.as_mut_slice()) {
         return None;
     }
-    let offered = supported_versions
-        .iter()
+    let name = exts.server_name.map(sni_host_name).transpose().ok()?;
+    let server_name = match name.flatten() {
+        Some(name) => Some(host_name(name)?),
+        None => None,
+    };
+    let alpn = exts.alpn.map(alpn_names).transpose().ok()?;
+    let first_alpn = alpn.clone().and_then(|mut names| names.next());
+    let alpn = alpn
+        .into_iter()
         .flatten()
-        .copied()
-        .filter(|&v| !ja4::is_grease(v))
-        .max();
-    out.version = offered.unwrap_or(out.legacy_version);
-    let ciphers: Vec<u16> = hello.ciphers.iter().map(|c| c.0).collect();
-    out.ja4 = ja4::fingerprint(&Ja4Input {
-        version: out.version,
-        sni: sni_present,
-        ciphers: &ciphers,
-        extensions: &ext_types,
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    let offered = exts
+        .supported_versions
+        .map(highest_version)
+        .transpose()
+        .ok()?;
+    let signature_algorithms = match exts.signature_algorithms {
+        Some(data) => len16(data)?.0,
+        None => &[],
+    };
+    let legacy_version = hello.version.0;
+    let version = offered.flatten().unwrap_or(legacy_version);
+    // Same layout: the collect reuses tls-parser's vector in place.
+    let mut ciphers: Vec<u16> = hello.ciphers.into_iter().map(|c| c.0).collect();
+    let ja4 = ja4::fingerprint(Ja4Input {
+        version,
+        sni: exts.server_name.is_some(),
+        ciphers: &mut ciphers,
+        extensions: exts.types.as_mut_slice(),
         first_alpn,
-        signature_algorithms: &sig_algs,
+        signature_algorithms,
     });
-    Some(out)
+    Some(TlsHello {
+        server_name,
+        alpn,
+        version,
+        legacy_version,
+        ja4,
+        ech: exts.ech,
+    })
 }
 
-/// Whether a value occurs twice: pairwise for a real hello's couple of dozen extensions,
-/// which costs less than sorting a copy; sorted for a hello built to have thousands.
-pub(super) fn has_duplicates(values: &[u16]) -> bool {
-    if values.len() <= 64 {
-        return values
-            .iter()
-            .enumerate()
-            .any(|(i, v)| values.get(i + 1..).unwrap_or_default().contains(v));
+/// The extensions a ClientHello carries (RFC 8446 §4.2): every type, and the raw data of the
+/// four the sniffer reads.
+struct Extensions<'a> {
+    /// Every extension type but GREASE, in the client's order.
+    types: U16List<64>,
+    server_name: Option<&'a [u8]>,
+    alpn: Option<&'a [u8]>,
+    supported_versions: Option<&'a [u8]>,
+    signature_algorithms: Option<&'a [u8]>,
+    ech: bool,
+}
+
+impl<'a> Extensions<'a> {
+    /// Walks the extension block; `None` when an extension is truncated. For a type that
+    /// occurs twice the last one is kept (the hello is refused for the duplicate anyway).
+    fn walk(mut block: &'a [u8]) -> Option<Extensions<'a>> {
+        let mut out = Extensions {
+            types: U16List::new(),
+            server_name: None,
+            alpn: None,
+            supported_versions: None,
+            signature_algorithms: None,
+            ech: false,
+        };
+        while !block.is_empty() {
+            let (ty, rest) = parse::be16(block).ok()?;
+            let (data, rest) = len16(rest)?;
+            block = rest;
+            if ja4::is_grease(ty) {
+                continue;
+            }
+            out.types.push(ty);
+            let slot = match ty {
+                EXT_SERVER_NAME => &mut out.server_name,
+                EXT_ALPN => &mut out.alpn,
+                EXT_SUPPORTED_VERSIONS => &mut out.supported_versions,
+                EXT_SIGNATURE_ALGORITHMS => &mut out.signature_algorithms,
+                EXT_ENCRYPTED_CLIENT_HELLO => {
+                    out.ech = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            *slot = Some(data);
+        }
+        Some(out)
     }
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    sorted.windows(2).any(|w| w[0] == w[1])
+}
+
+/// An extension no ClientHello can carry: the hello is refused.
+pub(super) struct Malformed;
+
+/// A vector with a 16-bit length (RFC 8446 §3.4) and the bytes after it.
+pub(super) fn len16(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = parse::be16(buf).ok()?;
+    parse::take(rest, usize::from(len)).ok()
+}
+
+/// The first host_name of a server_name extension (RFC 6066 §3), read as tls-parser reads
+/// it: entries are read until one does not fit in the list; an empty extension names nothing.
+/// `Malformed` when the list itself is truncated.
+pub(super) fn sni_host_name(data: &[u8]) -> Result<Option<&[u8]>, Malformed> {
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let (mut list, _) = len16(data).ok_or(Malformed)?;
+    while let Some((&name_type, rest)) = list.split_first() {
+        let Some((name, rest)) = len16(rest) else {
+            break;
+        };
+        if name_type == 0 {
+            return Ok(Some(name));
+        }
+        list = rest;
+    }
+    Ok(None)
+}
+
+/// ALPN protocol names (RFC 7301 §3.1), read as tls-parser reads them: names are read until
+/// one does not fit in the list. `Malformed` when the list itself is truncated.
+pub(super) fn alpn_names(data: &[u8]) -> Result<impl Iterator<Item = &[u8]> + Clone, Malformed> {
+    let (mut rest, _) = len16(data).ok_or(Malformed)?;
+    Ok(std::iter::from_fn(move || {
+        let (&len, after) = rest.split_first()?;
+        let (name, after) = parse::take(after, usize::from(len)).ok()?;
+        rest = after;
+        Some(name)
+    }))
+}
+
+/// The highest version but GREASE in a supported_versions extension (RFC 8446 §4.2.1), read
+/// as tls-parser reads it: two bytes are one version (the ServerHello form); otherwise a
+/// length byte (not checked) and a list that must not end in half a version.
+pub(super) fn highest_version(data: &[u8]) -> Result<Option<u16>, Malformed> {
+    let list = match data {
+        [] => return Err(Malformed),
+        [_, _] => data,
+        [_, list @ ..] => list,
+    };
+    if list.len() % 2 == 1 {
+        return Err(Malformed);
+    }
+    Ok(ja4::be16s(list).filter(|&v| !ja4::is_grease(v)).max())
+}
+
+/// Up to `N` values on the stack; past that (no real hello comes near, but the length fields
+/// allow thousands) on the heap.
+struct U16List<const N: usize> {
+    inline: [u16; N],
+    len: usize,
+    heap: Vec<u16>,
+}
+
+impl<const N: usize> U16List<N> {
+    fn new() -> Self {
+        U16List {
+            inline: [0; N],
+            len: 0,
+            heap: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, v: u16) {
+        if let Some(slot) = self.inline.get_mut(self.len) {
+            *slot = v;
+            self.len += 1;
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.inline);
+            }
+            self.heap.push(v);
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u16] {
+        if self.heap.is_empty() {
+            self.inline.get_mut(..self.len).unwrap_or_default()
+        } else {
+            &mut self.heap
+        }
+    }
+}
+
+/// Whether a value occurs twice. Sorts `values` to find out: JA4 wants them sorted anyway.
+pub(super) fn has_duplicates(values: &mut [u16]) -> bool {
+    values.sort_unstable();
+    values.windows(2).any(|w| w.first() == w.get(1))
 }
 
 /// RFC 6066 §3: a host name is ASCII, without a trailing NUL or control bytes; anything else

@@ -304,8 +304,90 @@ fn no_sni_and_no_alpn() {
 fn duplicate_extension_types_are_found_in_short_and_long_lists() {
     use crate::sniff::tls::has_duplicates;
     let mut many: Vec<u16> = (0..200).collect();
-    assert!(!has_duplicates(&many[..20]) && !has_duplicates(&many));
+    assert!(!has_duplicates(&mut many[..20]) && !has_duplicates(&mut many));
     many[150] = 3;
-    assert!(has_duplicates(&many));
-    assert!(has_duplicates(&[0x0000, 0x0010, 0x0000]));
+    assert!(has_duplicates(&mut many));
+    assert!(has_duplicates(&mut [0x0000, 0x0010, 0x0000]));
+}
+
+/// One extension's data as tls-parser reads it, against the sniffer's own walk: the same host
+/// name, ALPN names, highest version and signature algorithms, refused exactly when
+/// tls-parser refuses.
+fn assert_read_as_tls_parser_reads(ty: u16, data: &[u8]) {
+    use crate::sniff::ja4::{be16s, is_grease};
+    use crate::sniff::tls::{alpn_names, highest_version, len16, sni_host_name};
+    use tls_parser::{parse_tls_client_hello_extension, SNIType, TlsExtension};
+    let mut ext = ty.to_be_bytes().to_vec();
+    ext.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    ext.extend_from_slice(data);
+    let theirs = parse_tls_client_hello_extension(&ext).ok().map(|(_, e)| e);
+    let case = format!("extension {ty:#06x}, data {data:02x?}");
+    match (ty, theirs) {
+        (0x00, Some(TlsExtension::SNI(names))) => {
+            let name = names.iter().find(|(t, _)| *t == SNIType::HostName);
+            assert_eq!(
+                sni_host_name(data).ok(),
+                Some(name.map(|(_, n)| *n)),
+                "{case}"
+            );
+        }
+        (0x10, Some(TlsExtension::ALPN(names))) => {
+            let ours = alpn_names(data).ok().map(|n| n.collect::<Vec<_>>());
+            assert_eq!(ours, Some(names), "{case}");
+        }
+        (0x2b, Some(TlsExtension::SupportedVersions(versions))) => {
+            let max = versions
+                .iter()
+                .map(|v| v.0)
+                .filter(|&v| !is_grease(v))
+                .max();
+            assert_eq!(highest_version(data).ok(), Some(max), "{case}");
+        }
+        (0x0d, Some(TlsExtension::SignatureAlgorithms(algs))) => {
+            let ours = len16(data).map(|(list, _)| be16s(list).collect::<Vec<_>>());
+            assert_eq!(ours, Some(algs), "{case}");
+        }
+        (0x00, None) => assert!(sni_host_name(data).is_err(), "{case}"),
+        (0x10, None) => assert!(alpn_names(data).is_err(), "{case}"),
+        (0x2b, None) => assert!(highest_version(data).is_err(), "{case}"),
+        (0x0d, None) => assert!(len16(data).is_none(), "{case}"),
+        (_, other) => panic!("{case}: tls-parser read {other:?}"),
+    }
+}
+
+/// The sniffer walks SNI, ALPN, supported_versions and signature_algorithms itself (to
+/// allocate nothing); over the real extensions of every fixture, cut at every length and with
+/// random bytes changed, and over random bytes, it reads them exactly as tls-parser does.
+#[test]
+fn extension_walk_reads_what_tls_parser_reads() {
+    let mut samples: Vec<(u16, Vec<u8>)> = Vec::new();
+    for (_, input) in TLS_FIXTURES {
+        with_extensions(input, |exts| {
+            let read = exts
+                .iter()
+                .filter(|(t, _)| [0x00, 0x10, 0x2b, 0x0d].contains(t));
+            samples.extend(read.cloned());
+        });
+    }
+    assert!(samples.len() >= 4 * TLS_FIXTURES.len() - 1);
+    let mut rng = XorShift(0x7e11_0a5e);
+    for (ty, data) in &samples {
+        for n in 0..=data.len().min(300) {
+            assert_read_as_tls_parser_reads(*ty, &data[..n]);
+        }
+        for _ in 0..200 {
+            let mut changed = data.clone();
+            for _ in 0..1 + rng.below(3) {
+                let i = rng.below(changed.len().min(12));
+                changed[i] = [0x00, 0x01, 0x02, 0x03, 0xff][rng.below(5)];
+            }
+            assert_read_as_tls_parser_reads(*ty, &changed);
+        }
+    }
+    for ty in [0x00, 0x10, 0x2b, 0x0d] {
+        for _ in 0..500 {
+            let len = rng.below(12);
+            assert_read_as_tls_parser_reads(ty, &rng.bytes(len));
+        }
+    }
 }
