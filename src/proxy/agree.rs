@@ -51,7 +51,9 @@ pub async fn server_answer(
     stall: Duration,
 ) -> Answer {
     let mut answer = Answer::default();
-    let mut peeked = [0u8; PEEK];
+    // On the heap, and only while waiting: a task is as large as its largest await state,
+    // and an idle connection must not carry this buffer.
+    let mut peeked = vec![0u8; PEEK];
     let mut pump: Vec<u8> = Vec::new();
     let mut client_open = true;
     let mut first_seen: Option<Instant> = None;

@@ -651,7 +651,7 @@ async fn refuse_connection(
     let _ = client.shutdown().await;
     // Read what the client still sends until it closes, so the kernel does not answer its
     // data with a reset that could destroy the refusal before the client reads it.
-    let mut sink = [0u8; 1024];
+    let mut sink = vec![0u8; 1024]; // heap: keeps every connection task small
     let _ = timeout(NATIVE_LINGER, async {
         while let Ok(n) = client.read(&mut sink).await {
             if n == 0 {

@@ -268,7 +268,7 @@ async fn answer_and_close(mut client: TcpStream, answer: &[u8]) {
         return;
     }
     let _ = client.shutdown().await;
-    let mut sink = [0u8; 4096];
+    let mut sink = vec![0u8; 4096]; // heap: keeps every connection task small
     let mut drained = 0;
     let _ = timeout(ANSWER_LINGER, async {
         while drained < ANSWER_DRAIN {
