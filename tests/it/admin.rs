@@ -192,22 +192,6 @@ pub fn keep_open_upstream() -> Upstream {
     })
 }
 
-/// Waits (bounded) until an event satisfies `pred`.
-pub fn wait_event(gw: &Gateway, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(e) = gw.events().into_iter().find(|e| pred(e)) {
-            return e;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} event: {:#?}",
-            gw.events()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn every_route_answers_as_documented_and_nothing_else_does() {
     let web = WebServer::start();

@@ -6,7 +6,6 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 
 use crate::support::*;
 
@@ -40,21 +39,6 @@ fn request(listen: SocketAddr) -> Vec<u8> {
     got
 }
 
-fn wait_for(gw: &Gateway, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(e) = gw.events().into_iter().find(|e| pred(e)) {
-            return e;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} event: {:#?}",
-            gw.events()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn sighup_reload_judges_new_connections_by_the_new_policy_and_spares_open_ones() {
     let allow_http = "[[allow]]\nports = [PORT]\nprotocols = [\"http\"]\n";
@@ -80,7 +64,7 @@ fn sighup_reload_judges_new_connections_by_the_new_policy_and_spares_open_ones()
     )
     .unwrap();
     gw.signal("HUP");
-    let reloaded = wait_for(&gw, "policy_reloaded", |e| {
+    let reloaded = &gw.wait_event("policy_reloaded", |e| {
         e["event"]["action"] == "policy_reloaded"
     });
     let after = reloaded["rule"]["version"].as_str().unwrap().to_owned();
@@ -93,7 +77,7 @@ fn sighup_reload_judges_new_connections_by_the_new_policy_and_spares_open_ones()
         request(listen).is_empty(),
         "new connections get the new policy"
     );
-    let refused = wait_for(&gw, "port_not_allowed", |e| {
+    let refused = &gw.wait_event("port_not_allowed", |e| {
         e["event"]["reason"] == "port_not_allowed"
     });
     assert_eq!(refused["rule"]["version"], after);
@@ -124,7 +108,7 @@ fn a_broken_policy_never_replaces_the_one_in_force() {
     )
     .unwrap();
     gw.signal("HUP");
-    let failed = wait_for(&gw, "policy_reload_failed", |e| {
+    let failed = &gw.wait_event("policy_reload_failed", |e| {
         e["event"]["action"] == "policy_reload_failed"
     });
     let message = failed["error"]["message"].as_str().unwrap();

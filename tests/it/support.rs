@@ -103,6 +103,23 @@ impl Gateway {
         gw
     }
 
+    /// The first event `pred` accepts, waiting up to 15 s for it; panics with every event
+    /// otherwise.
+    pub fn wait_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} event: {:#?}",
+                self.events()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn events(&self) -> Vec<Value> {
         read_events(&self.cfg.events_path())
     }

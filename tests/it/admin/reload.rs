@@ -58,7 +58,7 @@ fn post_reload_answers_the_new_version_or_every_error_and_keeps_the_old_policy()
         errors[1].starts_with(&format!("{p}:7:14: unknown protocol \"sshh\"")),
         "{errors:?}"
     );
-    let event = wait_event(&gw, "policy_reload_failed", |e| {
+    let event = &gw.wait_event("policy_reload_failed", |e| {
         e["event"]["action"] == "policy_reload_failed"
     });
     assert_eq!(
@@ -83,7 +83,7 @@ fn post_reload_answers_the_new_version_or_every_error_and_keeps_the_old_policy()
         second.as_str()
     );
     assert_eq!(get_through(listen).status, 0, "port no longer allowed");
-    let refused = wait_event(&gw, "port_not_allowed", |e| {
+    let refused = &gw.wait_event("port_not_allowed", |e| {
         e["event"]["reason"] == "port_not_allowed"
     });
     assert_eq!(refused["rule"]["version"], second.as_str());
