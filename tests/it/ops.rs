@@ -6,7 +6,6 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-
 use crate::support::*;
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";

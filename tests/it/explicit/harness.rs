@@ -212,32 +212,8 @@ impl ProxyLab {
     /// `ssh -p 443 root@ssh.lab.test true` from `ns` with the lab's key, through
     /// `ProxyCommand`.
     pub fn ssh_via(&self, ns: Ns, proxy_command: &str) -> Output {
-        let key = self.lab.path("client_key").to_string_lossy().into_owned();
         let proxy = format!("ProxyCommand={proxy_command}");
-        let args = [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-i",
-            &key,
-            "-p",
-            "443",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            &proxy,
-            "root@ssh.lab.test",
-            "true",
-        ];
-        self.lab.run(ns, &args)
+        self.lab.ssh_with(ns, 443, &[&proxy], "true")
     }
 
     /// Runs a python script in `cb` (for exact proxy reply bytes); returns its stdout.

@@ -57,34 +57,39 @@ impl Lab {
 
     /// `ssh -p PORT root@ssh.lab.test COMMAND` with the lab's key, bounded and non-interactive.
     pub fn ssh(&self, ns: Ns, port: u16, command: &str) -> Output {
+        self.ssh_with(ns, port, &[], command)
+    }
+
+    /// As `ssh`, with extra `-o` options (e.g. a `ProxyCommand`).
+    pub fn ssh_with(&self, ns: Ns, port: u16, options: &[&str], command: &str) -> Output {
         let key = self.path("client_key").to_string_lossy().into_owned();
         let port = port.to_string();
-        self.run(
-            ns,
-            &[
-                "ssh",
-                "-F",
-                "/dev/null",
-                "-i",
-                &key,
-                "-p",
-                &port,
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "ConnectTimeout=10",
-                "-o",
-                "LogLevel=ERROR",
-                "root@ssh.lab.test",
-                command,
-            ],
-        )
+        let mut args = vec![
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            &key,
+            "-p",
+            &port,
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+        ];
+        for option in options {
+            args.extend(["-o", option]);
+        }
+        args.extend(["root@ssh.lab.test", command]);
+        self.run(ns, &args)
     }
 
     /// SYNs that reached 10.77.2.3:443 in `srv` from the network.
