@@ -30,23 +30,9 @@ use crate::sniff::Protocol;
 pub use crate::sniff::Side;
 use text::Exposition;
 
-/// Every action, in the order of [`action_index`].
-const ACTIONS: [Action; 3] = [Action::Allowed, Action::Blocked, Action::Alerted];
-
-/// Every reason, in the order of [`reason_index`].
-const REASONS: [Reason; 11] = [
-    Reason::Allowed,
-    Reason::ExemptDestination,
-    Reason::PortNotAllowed,
-    Reason::ProtocolNotAllowed,
-    Reason::UnidentifiedProtocol,
-    Reason::DestinationNotAllowed,
-    Reason::ServerNameNotAllowed,
-    Reason::RateLimited,
-    Reason::ConnectionLimit,
-    Reason::NoSegment,
-    Reason::SelfDestination,
-];
+/// Every action and reason, in the order of [`action_index`] and [`reason_index`].
+const ACTIONS: [Action; 3] = Action::ALL;
+const REASONS: [Reason; 11] = Reason::ALL;
 
 const PROTOCOLS: usize = Protocol::ALL.len();
 const DECISION_SLOTS: usize = ACTIONS.len() * REASONS.len() * PROTOCOLS;

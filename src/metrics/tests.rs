@@ -33,6 +33,18 @@ fn policy(segments: &[&str]) -> Policy {
         .policy
 }
 
+/// The exposition names a slot by `Action::ALL` / `Reason::ALL`: their order must be the
+/// index functions' order.
+#[test]
+fn the_lists_of_actions_and_reasons_are_in_slot_order() {
+    for (i, action) in ACTIONS.into_iter().enumerate() {
+        assert_eq!(action_index(action), i, "{}", action.name());
+    }
+    for (i, reason) in REASONS.into_iter().enumerate() {
+        assert_eq!(reason_index(reason), i, "{}", reason.name());
+    }
+}
+
 #[test]
 fn every_label_combination_has_its_own_slot() {
     let s = SegmentMetrics::new("ws");

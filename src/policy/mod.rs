@@ -210,6 +210,21 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order (`metrics` keeps one counter slot per reason).
+    pub const ALL: [Reason; 11] = [
+        Reason::Allowed,
+        Reason::ExemptDestination,
+        Reason::PortNotAllowed,
+        Reason::ProtocolNotAllowed,
+        Reason::UnidentifiedProtocol,
+        Reason::DestinationNotAllowed,
+        Reason::ServerNameNotAllowed,
+        Reason::RateLimited,
+        Reason::ConnectionLimit,
+        Reason::NoSegment,
+        Reason::SelfDestination,
+    ];
+
     pub const fn name(self) -> &'static str {
         match self {
             Reason::Allowed => "allowed",
@@ -258,6 +273,9 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, in declaration order.
+    pub const ALL: [Action; 3] = [Action::Allowed, Action::Blocked, Action::Alerted];
+
     pub const fn name(self) -> &'static str {
         match self {
             Action::Allowed => "allowed",

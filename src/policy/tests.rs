@@ -123,19 +123,7 @@ fd00:10::5       [2001:db8::1]:443         ssh     -                 ok    proto
 ::ffff:10.10.1.5 [::ffff:10.1.2.3]:22      ssh     -                 ok    exempt_destination      allowed ws  -           -
 ";
 
-const REASONS: [Reason; 11] = [
-    Reason::Allowed,
-    Reason::ExemptDestination,
-    Reason::PortNotAllowed,
-    Reason::ProtocolNotAllowed,
-    Reason::UnidentifiedProtocol,
-    Reason::DestinationNotAllowed,
-    Reason::ServerNameNotAllowed,
-    Reason::RateLimited,
-    Reason::ConnectionLimit,
-    Reason::NoSegment,
-    Reason::SelfDestination,
-];
+const REASONS: [Reason; 11] = Reason::ALL;
 
 struct Row<'a> {
     line: &'a str,
@@ -174,10 +162,7 @@ fn rows() -> Vec<Row<'static>> {
                     other => panic!("admission {other}"),
                 },
                 reason: *REASONS.iter().find(|r| r.name() == f[5]).unwrap(),
-                action: *[Action::Allowed, Action::Blocked, Action::Alerted]
-                    .iter()
-                    .find(|a| a.name() == f[6])
-                    .unwrap(),
+                action: *Action::ALL.iter().find(|a| a.name() == f[6]).unwrap(),
                 segment: dash(f[7]),
                 rule: dash(f[8]),
                 expected: dash(f[9]).map_or(Vec::new(), |list| {
@@ -224,7 +209,7 @@ fn every_reason_and_action_is_in_the_table() {
             reason.name()
         );
     }
-    for action in [Action::Allowed, Action::Blocked, Action::Alerted] {
+    for action in Action::ALL {
         assert!(
             table.iter().any(|r| r.action == action),
             "{}",
