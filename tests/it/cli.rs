@@ -264,17 +264,27 @@ fn run_without_arguments_listens_on_15001_for_both_families_and_stops_on_sigterm
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Those probes dialled the listener itself: refused as self_destination, in monitor mode's
+    // stdout events. Wait for the first event before stopping, so the probes are not still
+    // in the accept queue when SIGTERM closes the listeners.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let first_line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no event on stdout");
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "exit {status}");
-    // Those probes dialled the listener itself: refused as self_destination, in monitor mode's
-    // stdout events.
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
-    let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    reader.join().unwrap();
+    let first: Value = serde_json::from_str(&first_line).unwrap();
     assert_eq!(first["event"]["reason"], "self_destination");
     assert_eq!(first["network"]["name"], "default");
 }
