@@ -145,7 +145,9 @@ fn load(path: Option<&Path>) -> Result<Loaded, Failure> {
 
 fn run(path: Option<&Path>) -> Result<(), Failure> {
     let loaded = load(path)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Signals, reloads and the admin endpoint; connections run on the data path's own
+    // per-CPU threads (`proxy::serve`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -1,17 +1,42 @@
 //! Binding listening sockets: IPv6 listeners are IPv6-only so `0.0.0.0:P` and `[::]:P` can be
 //! configured side by side, a large backlog absorbs connection bursts, and TPROXY listeners
 //! are `IP_TRANSPARENT` so they accept connections addressed to any destination.
+//!
+//! Each configured listener is one socket per data-path thread, all bound with
+//! `SO_REUSEPORT`: the kernel spreads new connections over them, so every thread accepts and
+//! serves its own connections without waking another (as HAProxy and nginx do).
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
 
 const BACKLOG: i32 = 4096;
 
-/// Binds and listens; `transparent` needs CAP_NET_ADMIN.
-pub fn bind(addr: SocketAddr, transparent: bool) -> io::Result<TcpListener> {
+/// Binds `count` listening sockets to `addr`, one per data-path thread; `transparent` needs
+/// CAP_NET_ADMIN. A first bind without `SO_REUSEPORT` checks that no other socket holds the
+/// address (with `SO_REUSEPORT` another process of the same user could otherwise share the
+/// port silently) and picks the port when `addr` asks for port 0.
+pub fn bind(addr: SocketAddr, transparent: bool, count: usize) -> io::Result<Vec<TcpListener>> {
+    let probe = socket(addr, transparent)?;
+    probe.bind(&addr.into())?;
+    let addr = probe
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound to a non-IP address"))?;
+    drop(probe);
+    (0..count.max(1))
+        .map(|_| {
+            let socket = socket(addr, transparent)?;
+            socket.set_reuse_port(true)?;
+            socket.bind(&addr.into())?;
+            socket.listen(BACKLOG)?;
+            Ok(socket.into())
+        })
+        .collect()
+}
+
+fn socket(addr: SocketAddr, transparent: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -30,7 +55,34 @@ pub fn bind(addr: SocketAddr, transparent: bool) -> io::Result<TcpListener> {
         })?;
     }
     socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_socket_shares_the_port_chosen_for_port_zero() {
+        let socks = bind("127.0.0.1:0".parse().unwrap(), false, 3).unwrap();
+        assert_eq!(socks.len(), 3);
+        let addr = socks[0].local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        for s in &socks {
+            assert_eq!(s.local_addr().unwrap(), addr);
+        }
+        // Connections are accepted on the group: one of the sockets has it.
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+    }
+
+    #[test]
+    fn an_address_already_listened_on_is_refused_not_shared() {
+        let held = bind("127.0.0.1:0".parse().unwrap(), false, 2).unwrap();
+        let addr = held[0].local_addr().unwrap();
+        let err = bind(addr, false, 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = bind(plain.local_addr().unwrap(), false, 1).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
 }

@@ -3,8 +3,9 @@
 //! `serve` binds every listener, then runs until SIGTERM/SIGINT; SIGHUP reloads the policy,
 //! SIGUSR1 reopens the event file.
 //! The admin endpoint (`crate::admin`), when configured, starts once the listeners are bound.
-//! Each accepted connection is one task (`conn::handle`) that emits exactly one decision
-//! event and one close event.
+//! Connections run on one single-threaded runtime per CPU (`start_workers`), each accepting
+//! on its own `SO_REUSEPORT` socket of every listener; each accepted connection is one task
+//! (`conn::handle`) that emits exactly one decision event and one close event.
 
 mod agree;
 mod conn;
@@ -50,6 +51,8 @@ pub enum ProxyError {
     Events(#[from] SinkError),
     #[error("cannot install signal handlers: {0}")]
     Signal(io::Error),
+    #[error("cannot start the data path: {0}")]
+    Runtime(io::Error),
     #[error(transparent)]
     Admin(#[from] AdminError),
 }
@@ -192,21 +195,25 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
             );
         }
     }
+    let threads = data_path_threads();
     let mut bound = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
-        let tcp = listener::bind(l.listen, l.mode == ListenerMode::Tproxy).map_err(|source| {
-            ProxyError::Bind {
+        let group = listener::bind(l.listen, l.mode == ListenerMode::Tproxy, threads).map_err(
+            |source| ProxyError::Bind {
                 addr: l.listen,
                 source,
-            }
-        })?;
-        let addr = tcp.local_addr().unwrap_or(l.listen);
+            },
+        )?;
+        let addr = group
+            .first()
+            .and_then(|s| s.local_addr().ok())
+            .unwrap_or(l.listen);
         let info = ListenerInfo {
             mode: l.mode,
             addr,
             upstream: l.upstream,
         };
-        bound.push((info, tcp));
+        bound.push((info, group));
     }
     let mut terminate = signal(SignalKind::terminate()).map_err(ProxyError::Signal)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ProxyError::Signal)?;
@@ -233,19 +240,15 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
         draining: AtomicBool::new(false),
         reloading: Mutex::new(()),
     });
-    for (info, tcp) in bound {
+    for (info, _) in &bound {
         eprintln!(
             "portcullis: listening on {} ({})",
             info.addr,
             info.mode.name()
         );
-        tokio::spawn(accept_loop(
-            Arc::clone(&shared),
-            info,
-            tcp,
-            accepting_stopped.clone(),
-        ));
     }
+    let (finished_tx, finished) = watch::channel(false);
+    let workers = start_workers(&shared, bound, threads, &accepting_stopped, &finished)?;
     {
         let policy = shared.policy();
         eprintln!(
@@ -307,7 +310,68 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
         let _ = tokio::time::timeout(Duration::from_secs(2), shared.limiter.wait_idle()).await;
     }
     writer.finish(&shared.events);
+    let _ = finished_tx.send(true);
+    for worker in workers {
+        let _ = worker.join();
+    }
     Ok(())
+}
+
+/// How many data-path threads: one per CPU this process may run on.
+fn data_path_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Starts the data path: `threads` threads, each running its own single-threaded runtime
+/// that accepts on its own socket of every listener (`listener::bind`) and serves the
+/// connections it accepted, start to finish, so no connection's work ever crosses threads.
+/// Each stops accepting when `quit` turns true and ends when `finished` does, abandoning
+/// whatever is left (the drain period is over by then).
+fn start_workers(
+    shared: &Arc<Shared>,
+    bound: Vec<(ListenerInfo, Vec<std::net::TcpListener>)>,
+    threads: usize,
+    quit: &watch::Receiver<bool>,
+    finished: &watch::Receiver<bool>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, ProxyError> {
+    let mut per_thread: Vec<Vec<(ListenerInfo, std::net::TcpListener)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for (info, group) in bound {
+        for (mine, socket) in per_thread.iter_mut().zip(group) {
+            mine.push((info, socket));
+        }
+    }
+    let mut workers = Vec::with_capacity(threads);
+    for (i, listeners) in per_thread.into_iter().enumerate() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ProxyError::Runtime)?;
+        let (shared, quit, mut finished) = (Arc::clone(shared), quit.clone(), finished.clone());
+        let worker = std::thread::Builder::new()
+            .name(format!("portcullis-{i}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    for (info, socket) in listeners {
+                        match TcpListener::from_std(socket) {
+                            Ok(tcp) => {
+                                let shared = Arc::clone(&shared);
+                                tokio::spawn(accept_loop(shared, info, tcp, quit.clone()));
+                            }
+                            Err(err) => {
+                                eprintln!("portcullis: cannot accept on {}: {err}", info.addr);
+                            }
+                        }
+                    }
+                    relay::stopped(&mut finished).await;
+                });
+                // Lookups still running on the blocking pool are not waited for.
+                runtime.shutdown_background();
+            })
+            .map_err(ProxyError::Runtime)?;
+        workers.push(worker);
+    }
+    Ok(workers)
 }
 
 fn shared_path(shared: &Shared) -> String {

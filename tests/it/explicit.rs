@@ -36,7 +36,14 @@ fn https_through_both_proxies_is_allowed_and_large_transfers_arrive_intact() {
     assert_eq!(e.d("/network/protocol"), "tls");
     assert_eq!(e.d("/tls/client/server_name"), "web.lab.test");
     assert_eq!(e.d("/destination/ip"), WEB_V4);
-    assert_eq!(e.close_reason(), "completed");
+    // The page arrived whole; how the TCP connection ended is up to the two programs: when
+    // curl's close_notify reaches Python's server after it has closed, the server's kernel
+    // answers with a reset, which the gateway passes on and names.
+    assert!(
+        ["completed", "upstream_reset"].contains(&e.close_reason()),
+        "close reason {}",
+        e.close_reason()
+    );
 
     let via_socks = p
         .lab
