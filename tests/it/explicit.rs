@@ -38,9 +38,10 @@ fn https_through_both_proxies_is_allowed_and_large_transfers_arrive_intact() {
     assert_eq!(e.d("/destination/ip"), WEB_V4);
     // The page arrived whole; how the TCP connection ended is up to the two programs: when
     // curl's close_notify reaches Python's server after it has closed, the server's kernel
-    // answers with a reset, which the gateway passes on and names.
+    // answers with a reset, which the gateway passes on and names (and the client's kernel
+    // may answer the forwarded reset's leftovers the same way).
     assert!(
-        ["completed", "upstream_reset"].contains(&e.close_reason()),
+        ["completed", "upstream_reset", "client_reset"].contains(&e.close_reason()),
         "close reason {}",
         e.close_reason()
     );
