@@ -2,6 +2,7 @@
 //! decision, then forward (replaying the bytes read) or refuse; a decision event and a close
 //! event, always. Explicit proxies join at [`judge`], once they know the destination.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use super::relay::{relay, Relayed};
 use super::{orig_dst, InForce, ListenerInfo, Shared};
 use crate::config::ListenerMode;
 use crate::events::{CloseEvent, CloseReason, DecisionEvent, Detection, Flow};
-use crate::metrics::{SegmentMetrics, Side, Tracked, Traffic};
+use crate::metrics::{Open, SegmentMetrics, Side, Tracked, Traffic};
 use crate::policy::{Decision, Gate, Policy, Reason, Refuse};
 use crate::sniff::{Protocol, Sniffed};
 
@@ -156,15 +157,95 @@ impl Known {
 /// its client; it is sent nothing until the verdict. `read` is the client's first turn when
 /// the proxy protocol has read it already (an absolute-form request, rewritten): it is
 /// judged as detection would have judged it.
-pub(super) async fn judge(
-    shared: &Shared,
-    in_force: &InForce,
+///
+/// Everything up to the relay runs in a future of its own on the heap, freed before the
+/// relay starts: a task is as large as its largest await state, and an idle relayed
+/// connection should carry only its two sockets, the relay and what its close event needs,
+/// not detection's and the agreement check's.
+pub(super) fn judge<'a>(
+    shared: &'a Shared,
+    in_force: &'a InForce,
+    gate: Gate,
+    client: TcpStream,
+    known: &'a Known,
+    dialled: Option<TcpStream>,
+    read: Option<Detected>,
+) -> impl Future<Output = ()> + Send + 'a {
+    let verdict = Box::pin(verdict(
+        shared, in_force, gate, client, known, dialled, read,
+    ));
+    async move {
+        let Judged {
+            counted,
+            segment,
+            protocol,
+            open,
+            next,
+        } = verdict.await;
+        let relayed = match &next {
+            Next::Closed(relayed) => *relayed,
+            Next::Relay(relaying) => relaying.relay(shared, open.traffic()).await,
+        };
+        drop(open);
+        known.emit_close(
+            shared,
+            &in_force.policy,
+            Some(&counted),
+            segment,
+            protocol,
+            &relayed,
+        );
+        // The sockets close after the close event.
+        drop(next);
+    }
+}
+
+/// What the verdict leaves for the relay and the close event.
+struct Judged<'a> {
+    counted: Arc<SegmentMetrics>,
+    segment: Option<&'a str>,
+    protocol: Protocol,
+    /// Listed in `GET /connections` from the decision to the close.
+    open: Open<'a>,
+    next: Next,
+}
+
+/// After the verdict and whatever was written before the relay.
+enum Next {
+    /// Nothing (more) to relay: refused, or a side failed before the relay.
+    Closed(Relayed),
+    Relay(Relaying),
+}
+
+/// Both sides connected, and the bytes that moved before the relay.
+struct Relaying {
+    client: TcpStream,
+    upstream: TcpStream,
+    client_bytes: u64,
+    server_bytes: u64,
+}
+
+impl Relaying {
+    async fn relay(&self, shared: &Shared, traffic: &Traffic) -> Relayed {
+        let idle = shared.limits.idle_timeout;
+        let stop = shared.stop.clone();
+        let mut relayed = relay(&self.client, &self.upstream, idle, stop, traffic).await;
+        relayed.client_bytes += self.client_bytes;
+        relayed.server_bytes += self.server_bytes;
+        relayed
+    }
+}
+
+/// [`judge`] up to the relay: the decision event, and any refusal.
+async fn verdict<'a>(
+    shared: &'a Shared,
+    in_force: &'a InForce,
     gate: Gate,
     mut client: TcpStream,
     known: &Known,
     dialled: Option<TcpStream>,
     read: Option<Detected>,
-) {
+) -> Judged<'a> {
     let policy = &in_force.policy;
     let destination = known.flow.destination;
     let mut connected = dialled;
@@ -248,9 +329,9 @@ pub(super) async fn judge(
         Upstream::NotYet | Upstream::Unreachable(_) => &traffic.upstream,
     }
     .fetch_add(read, Ordering::Relaxed);
-    let relayed = if let Some(d) = dialled {
+    let next = if let Some(d) = dialled {
         let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
-        finish_dialled(shared, client, d, &decision, refuse, protocol, traffic).await
+        finish_dialled(client, d, &decision, refuse, protocol, traffic).await
     } else if !decision.action.forwards() {
         let refuse = segment.map_or(Refuse::Reset, |s| s.refuse);
         refuse_connection(client, refuse, &decision, protocol).await;
@@ -259,38 +340,32 @@ pub(super) async fn judge(
             Upstream::Connected(_) => (0, read),
             Upstream::NotYet | Upstream::Unreachable(_) => (read, 0),
         };
-        Relayed {
+        Next::Closed(Relayed {
             client_bytes,
             server_bytes,
             reason: CloseReason::Blocked,
-        }
+        })
     } else {
         match upstream {
-            Upstream::NotYet => {
-                forward(shared, &mut client, destination, connected, replay, traffic).await
-            }
-            Upstream::Connected(mut upstream) => {
-                server_first_forward(shared, &mut client, &mut upstream, replay, traffic).await
-            }
+            Upstream::NotYet => forward(shared, client, destination, connected, replay).await,
+            Upstream::Connected(upstream) => server_first_forward(client, upstream, replay).await,
             Upstream::Unreachable(reason) => {
                 reset(&client);
-                Relayed {
+                Next::Closed(Relayed {
                     client_bytes: 0,
                     server_bytes: 0,
                     reason,
-                }
+                })
             }
         }
     };
-    drop(open);
-    known.emit_close(
-        shared,
-        policy,
-        Some(&counted),
-        segment.map(|s| s.name.as_str()),
+    Judged {
+        counted,
+        segment: segment.map(|s| s.name.as_str()),
         protocol,
-        &relayed,
-    );
+        open,
+        next,
+    }
 }
 
 /// The rules' verdict on what detection saw. A host name the client gave an explicit proxy
@@ -416,62 +491,51 @@ async fn inspect(
 }
 
 /// Server-first: delivers the banner the gateway read, then relays both ways.
-async fn server_first_forward(
-    shared: &Shared,
-    client: &mut TcpStream,
-    upstream: &mut TcpStream,
-    banner: Vec<u8>,
-    traffic: &Traffic,
-) -> Relayed {
+async fn server_first_forward(mut client: TcpStream, upstream: TcpStream, banner: Vec<u8>) -> Next {
     let read = banner.len() as u64;
     if !banner.is_empty() && client.write_all(&banner).await.is_err() {
-        reset(upstream);
-        return Relayed {
+        reset(&upstream);
+        return Next::Closed(Relayed {
             client_bytes: 0,
             server_bytes: read,
             reason: CloseReason::ClientError,
-        };
+        });
     }
-    drop(banner);
-    let idle = shared.limits.idle_timeout;
-    let mut relayed = relay(client, upstream, idle, shared.stop.clone(), traffic).await;
-    relayed.server_bytes += read;
-    relayed
+    Next::Relay(Relaying {
+        client,
+        upstream,
+        client_bytes: 0,
+        server_bytes: read,
+    })
 }
 
 /// Connects upstream (unless `connected` already is), replays the bytes detection read,
 /// then relays both ways.
 async fn forward(
     shared: &Shared,
-    client: &mut TcpStream,
+    client: TcpStream,
     destination: SocketAddr,
     connected: Option<TcpStream>,
     replay: Vec<u8>,
-    traffic: &Traffic,
-) -> Relayed {
+) -> Next {
     let read = replay.len() as u64;
-    let upstream = match dial(shared, destination, connected, replay).await {
-        Ok(upstream) => upstream,
+    match dial(shared, destination, connected, replay).await {
+        Ok(upstream) => Next::Relay(Relaying {
+            client,
+            upstream,
+            client_bytes: read,
+            server_bytes: 0,
+        }),
         Err(reason) => {
             // What the client would have seen without the gateway: a reset.
-            reset(client);
-            return Relayed {
+            reset(&client);
+            Next::Closed(Relayed {
                 client_bytes: read,
                 server_bytes: 0,
                 reason,
-            };
+            })
         }
-    };
-    let mut relayed = relay(
-        client,
-        &upstream,
-        shared.limits.idle_timeout,
-        shared.stop.clone(),
-        traffic,
-    )
-    .await;
-    relayed.client_bytes += read;
-    relayed
+    }
 }
 
 /// Connects upstream (unless an explicit proxy's `connected` already is) and replays the
@@ -528,14 +592,13 @@ async fn dial_and_listen(
 /// Acts on a verdict taken after dialling: relay, or refuse with both sides closed (the
 /// client never sees a byte of the server's).
 async fn finish_dialled(
-    shared: &Shared,
     client: TcpStream,
     dialled: Dialled,
     decision: &Decision,
     refuse: Refuse,
     protocol: Protocol,
     traffic: &Traffic,
-) -> Relayed {
+) -> Next {
     let Dialled {
         upstream,
         replayed,
@@ -554,7 +617,7 @@ async fn finish_dialled(
         Err(reason) => {
             reset(&client);
             done.reason = reason;
-            return done;
+            return Next::Closed(done);
         }
     };
     if answer.client_failed || answer.upstream_failed || answer.stalled {
@@ -568,25 +631,21 @@ async fn finish_dialled(
         // Both sides learn at once that the connection is gone.
         reset(&client);
         reset(&upstream);
-        return done;
+        return Next::Closed(done);
     }
     if !decision.action.forwards() {
         reset(&upstream);
         drop(upstream);
         refuse_connection(client, refuse, decision, protocol).await;
         done.reason = CloseReason::Blocked;
-        return done;
+        return Next::Closed(done);
     }
-    let mut relayed = relay(
-        &client,
-        &upstream,
-        shared.limits.idle_timeout,
-        shared.stop.clone(),
-        traffic,
-    )
-    .await;
-    relayed.client_bytes += done.client_bytes;
-    relayed
+    Next::Relay(Relaying {
+        client,
+        upstream,
+        client_bytes: done.client_bytes,
+        server_bytes: 0,
+    })
 }
 
 /// Dials `destination` within `limit`; the failure is named as a close reason.

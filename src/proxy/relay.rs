@@ -1,16 +1,22 @@
 //! Relaying an established connection both ways after the verdict: half-closes are passed
 //! on (a client that shuts its write side still gets the whole response), resets are passed
-//! on as resets, and every byte is counted for the close event.
+//! on as resets, and every byte is counted for the close event. One hand-written poll loop
+//! drives both directions, the idle timer and the drain signal, so an idle connection's
+//! relay is a few words of state: no nested futures, no buffer, no pipe.
 
+use std::future::{poll_fn, Future};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use socket2::SockRef;
+#[cfg(target_os = "linux")]
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use crate::events::CloseReason;
 use crate::metrics::Traffic;
@@ -63,21 +69,6 @@ impl Failure {
     }
 }
 
-/// One direction of the relay: where bytes come from and go to, and its counters.
-struct Direction<'a> {
-    from: &'a TcpStream,
-    to: &'a TcpStream,
-    reader: Peer,
-    writer: Peer,
-    bytes: u64,
-    /// The connection's live count (`GET /connections`).
-    live: &'a AtomicU64,
-    activity: &'a AtomicU64,
-    /// Set by the first direction to reach end of stream.
-    ended: &'a AtomicBool,
-    epoch: Instant,
-}
-
 /// Relays until both directions have ended, one side fails, nothing moves for `idle`, or
 /// `stop` turns true (the drain period ran out). Bytes are added to `traffic` as they move.
 pub async fn relay(
@@ -87,39 +78,10 @@ pub async fn relay(
     mut stop: watch::Receiver<bool>,
     traffic: &Traffic,
 ) -> Relayed {
-    let epoch = Instant::now();
-    let activity = AtomicU64::new(0);
-    let ended = AtomicBool::new(false);
-    let mut up = Direction {
-        from: client,
-        to: upstream,
-        reader: Peer::Client,
-        writer: Peer::Upstream,
-        bytes: 0,
-        live: &traffic.upstream,
-        activity: &activity,
-        ended: &ended,
-        epoch,
-    };
-    let mut down = Direction {
-        from: upstream,
-        to: client,
-        reader: Peer::Upstream,
-        writer: Peer::Client,
-        bytes: 0,
-        live: &traffic.downstream,
-        activity: &activity,
-        ended: &ended,
-        epoch,
-    };
-    let outcome = {
-        let both = async { tokio::try_join!(up.pump(), down.pump()) };
-        tokio::select! {
-            result = both => result.map(|_| CloseReason::Completed),
-            () = idle_watch(&activity, epoch, idle) => Ok(CloseReason::IdleTimeout),
-            () = stopped(&mut stop) => Ok(CloseReason::Shutdown),
-        }
-    };
+    let mut state = Relay::new(client, upstream, idle, traffic);
+    let mut timer = pin!(sleep_until(state.last + idle));
+    let mut stopping = pin!(stopped(&mut stop));
+    let outcome = poll_fn(|cx| state.poll(cx, timer.as_mut(), stopping.as_mut())).await;
     let reason = match outcome {
         Ok(reason) => reason,
         Err(failure) => {
@@ -136,155 +98,282 @@ pub async fn relay(
         }
     };
     Relayed {
-        client_bytes: up.bytes,
-        server_bytes: down.bytes,
+        client_bytes: state.up.bytes,
+        server_bytes: state.down.bytes,
         reason,
     }
 }
 
-impl Direction<'_> {
-    /// Moves bytes until end of stream, then shuts the destination's write side
-    /// (half-close). Uses splice(2) through a pipe where the platform has it, so the bytes
-    /// never enter user space; otherwise copies through a buffer that exists only while
-    /// data is flowing. An idle direction holds no buffer either way.
-    async fn pump(&mut self) -> Result<(), Failure> {
-        #[cfg(target_os = "linux")]
-        {
-            self.splice().await
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            self.copy().await
+/// Both directions of one connection, and when a byte last moved either way.
+struct Relay<'a> {
+    client: &'a TcpStream,
+    upstream: &'a TcpStream,
+    traffic: &'a Traffic,
+    idle: Duration,
+    last: Instant,
+    /// Client to upstream.
+    up: Pump,
+    /// Upstream to client.
+    down: Pump,
+}
+
+/// The two sockets of one direction, in its order, and its live count.
+struct Ends<'a> {
+    from: &'a TcpStream,
+    to: &'a TcpStream,
+    reader: Peer,
+    writer: Peer,
+    /// The connection's live count (`GET /connections`).
+    live: &'a AtomicU64,
+}
+
+/// One direction's progress. Between reads it holds neither a pipe nor a buffer.
+#[derive(Default)]
+struct Pump {
+    bytes: u64,
+    /// The bytes last read, and how many of them are still to be written.
+    chunk: usize,
+    left: usize,
+    /// splice(2)'s pipe while bytes are in flight.
+    #[cfg(target_os = "linux")]
+    pipe: Option<splice::Pipe>,
+    /// The copy buffer while bytes are in flight; empty otherwise.
+    buf: Vec<u8>,
+    /// No pipe could be had (or the platform has no splice): this direction copies.
+    copying: bool,
+    /// The source said it had nothing: wait for it to become readable before reading.
+    waiting: bool,
+    /// End of stream reached and passed on.
+    done: bool,
+}
+
+impl<'a> Relay<'a> {
+    fn new(
+        client: &'a TcpStream,
+        upstream: &'a TcpStream,
+        idle: Duration,
+        traffic: &'a Traffic,
+    ) -> Relay<'a> {
+        Relay {
+            client,
+            upstream,
+            traffic,
+            idle,
+            last: Instant::now(),
+            up: Pump::default(),
+            down: Pump::default(),
         }
     }
 
-    /// Runs `write(sent, left)`, a non-blocking write, until `n` bytes are sent, waiting for
-    /// the destination to become writable whenever it is full.
-    async fn send(
-        &self,
-        n: usize,
-        mut write: impl FnMut(usize, usize) -> io::Result<usize>,
-    ) -> Result<(), Failure> {
-        let mut sent = 0;
-        while sent < n {
-            match write(sent, n - sent) {
-                Ok(m) => sent += m,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    self.to
-                        .writable()
-                        .await
-                        .map_err(|e| Failure::new(self.writer, &e))?;
-                }
-                Err(err) => return Err(Failure::new(self.writer, &err)),
+    /// Ready when both directions have ended, one has failed, nothing has moved for
+    /// `idle` (`timer` fires then), or `stop` resolves.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut timer: Pin<&mut Sleep>,
+        stop: Pin<&mut impl Future<Output = ()>>,
+    ) -> Poll<Result<CloseReason, Failure>> {
+        for reader in [Peer::Client, Peer::Upstream] {
+            if let Poll::Ready(result) = self.poll_direction(reader, cx) {
+                result?;
             }
         }
-        Ok(())
+        if self.up.done && self.down.done {
+            return Poll::Ready(Ok(CloseReason::Completed));
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            let due = self.last + self.idle;
+            if Instant::now() >= due {
+                return Poll::Ready(Ok(CloseReason::IdleTimeout));
+            }
+            timer.as_mut().reset(due);
+        }
+        if stop.poll(cx).is_ready() {
+            return Poll::Ready(Ok(CloseReason::Shutdown));
+        }
+        Poll::Pending
     }
 
-    fn moved(&mut self, n: usize) {
-        self.bytes += n as u64;
-        self.live.fetch_add(n as u64, Ordering::Relaxed);
-        self.activity
-            .store(millis_since(self.epoch), Ordering::Relaxed);
-    }
-
-    fn finish(&self) {
+    /// Moves bytes from `reader` to the other peer until its source has nothing more or its
+    /// destination is full; at end of stream shuts the destination's write side
+    /// (half-close). Ready at once for a direction that has ended.
+    fn poll_direction(&mut self, reader: Peer, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+        let (ends, pump, other) = match reader {
+            Peer::Client => (
+                Ends {
+                    from: self.client,
+                    to: self.upstream,
+                    reader,
+                    writer: Peer::Upstream,
+                    live: &self.traffic.upstream,
+                },
+                &mut self.up,
+                &self.down,
+            ),
+            Peer::Upstream => (
+                Ends {
+                    from: self.upstream,
+                    to: self.client,
+                    reader,
+                    writer: Peer::Client,
+                    live: &self.traffic.downstream,
+                },
+                &mut self.down,
+                &self.up,
+            ),
+        };
+        if pump.done {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(pump.poll(&ends, &mut self.last, cx))?;
+        pump.done = true;
         // The direction that ends last skips the shutdown: both sockets are closed as soon
-        // as the relay returns, and close() sends the same FIN (its source has been read
-        // to the end, so nothing unread turns the close into a reset). One system call
-        // less per connection.
-        if self.ended.swap(true, Ordering::AcqRel) {
-            return;
+        // as the relay returns, and close() sends the same FIN (its source has been read to
+        // the end, so nothing unread turns the close into a reset). One system call less
+        // per connection.
+        if !other.done {
+            // The peer we write to may already have gone: a failed shutdown is not data loss.
+            let _ = SockRef::from(ends.to).shutdown(std::net::Shutdown::Write);
         }
-        // The peer we write to may already have gone: a failed shutdown is not data loss.
-        let _ = SockRef::from(self.to).shutdown(std::net::Shutdown::Write);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Pump {
+    /// Ready at end of stream. Uses splice(2) through a pipe where the platform has it, so
+    /// the bytes never enter user space; otherwise copies through a buffer that exists only
+    /// while data is flowing.
+    fn poll(
+        &mut self,
+        ends: &Ends<'_>,
+        last: &mut Instant,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Failure>> {
+        #[cfg(target_os = "linux")]
+        if !self.copying {
+            return self.poll_splice(ends, last, cx);
+        }
+        self.poll_copy(ends, last, cx)
     }
 
-    async fn copy(&mut self) -> Result<(), Failure> {
-        let mut buf: Vec<u8> = Vec::new();
-        loop {
-            if buf.is_empty() {
-                buf = vec![0u8; CHUNK];
+    fn moved(&mut self, ends: &Ends<'_>, last: &mut Instant) {
+        let n = self.chunk as u64;
+        self.bytes += n;
+        ends.live.fetch_add(n, Ordering::Relaxed);
+        *last = Instant::now();
+    }
+
+    /// Writes what is left of the chunk with `write(sent, left)`, a non-blocking write;
+    /// Pending while the destination is full.
+    fn poll_send(
+        &mut self,
+        ends: &Ends<'_>,
+        last: &mut Instant,
+        cx: &mut Context<'_>,
+        mut write: impl FnMut(usize, usize) -> io::Result<usize>,
+    ) -> Poll<Result<(), Failure>> {
+        while self.left > 0 {
+            match write(self.chunk - self.left, self.left) {
+                Ok(m) => self.left -= m,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(ends.to.poll_write_ready(cx))
+                        .map_err(|e| Failure::new(ends.writer, &e))?;
+                }
+                Err(err) => return Poll::Ready(Err(Failure::new(ends.writer, &err))),
             }
-            let n = match self.from.try_read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
+        }
+        self.moved(ends, last);
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_copy(
+        &mut self,
+        ends: &Ends<'_>,
+        last: &mut Instant,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Failure>> {
+        loop {
+            if self.left > 0 {
+                let buf = std::mem::take(&mut self.buf);
+                let sent = self.poll_send(ends, last, cx, |sent, left| {
+                    ends.to.try_write(&buf[sent..sent + left])
+                });
+                self.buf = buf;
+                ready!(sent)?;
+            }
+            if self.waiting {
+                ready!(ends.from.poll_read_ready(cx)).map_err(|e| Failure::new(ends.reader, &e))?;
+                self.waiting = false;
+            }
+            if self.buf.is_empty() {
+                self.buf = vec![0u8; CHUNK];
+            }
+            match ends.from.try_read(&mut self.buf) {
+                Ok(0) => {
+                    self.buf = Vec::new();
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(n) => (self.chunk, self.left) = (n, n),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     // Nothing to read: give the buffer back while waiting.
-                    buf = Vec::new();
-                    self.from
-                        .readable()
-                        .await
-                        .map_err(|e| Failure::new(self.reader, &e))?;
-                    continue;
+                    self.buf = Vec::new();
+                    self.waiting = true;
                 }
-                Err(err) => return Err(Failure::new(self.reader, &err)),
-            };
-            self.send(n, |sent, _| self.to.try_write(&buf[sent..n]))
-                .await?;
-            self.moved(n);
+                Err(err) => return Poll::Ready(Err(Failure::new(ends.reader, &err))),
+            }
         }
-        self.finish();
-        Ok(())
     }
 
     /// Moves bytes with splice(2); holds a pipe only while bytes are in flight. Falls back
-    /// to `copy` when no pipe can be had.
+    /// to copying when no pipe can be had.
     #[cfg(target_os = "linux")]
-    async fn splice(&mut self) -> Result<(), Failure> {
+    fn poll_splice(
+        &mut self,
+        ends: &Ends<'_>,
+        last: &mut Instant,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Failure>> {
         loop {
-            self.from
-                .readable()
-                .await
-                .map_err(|e| Failure::new(self.reader, &e))?;
-            let Some(pipe) = splice::Pipe::take() else {
-                return self.copy().await;
+            let Some(pipe) = self.pipe.take() else {
+                ready!(ends.from.poll_read_ready(cx)).map_err(|e| Failure::new(ends.reader, &e))?;
+                match splice::Pipe::take() {
+                    Some(pipe) => self.pipe = Some(pipe),
+                    None => {
+                        self.copying = true;
+                        return self.poll_copy(ends, last, cx);
+                    }
+                }
+                continue;
             };
+            if self.left > 0 {
+                // The pipe holds the bytes not yet sent, so EAGAIN can only mean the socket
+                // is full. On failure the pipe still holds bytes: it is dropped, not pooled.
+                let sent = self.poll_send(ends, last, cx, |_, left| {
+                    ends.to
+                        .try_io(Interest::WRITABLE, || pipe.drain(ends.to, left))
+                });
+                self.pipe = Some(pipe);
+                ready!(sent)?;
+                continue;
+            }
             // The pipe is empty whenever `fill` runs, so EAGAIN can only mean the socket has
             // nothing: give the empty pipe back and wait.
-            loop {
-                let n = match self
-                    .from
-                    .try_io(Interest::READABLE, || pipe.fill(self.from, CHUNK))
-                {
-                    Ok(n) => n,
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                        pipe.give_back();
-                        break;
-                    }
-                    Err(err) => return Err(Failure::new(self.reader, &err)),
-                };
-                if n == 0 {
+            match ends
+                .from
+                .try_io(Interest::READABLE, || pipe.fill(ends.from, CHUNK))
+            {
+                Ok(0) => {
                     pipe.give_back();
-                    self.finish();
-                    return Ok(());
+                    return Poll::Ready(Ok(()));
                 }
-                // The pipe holds the bytes not yet sent, so EAGAIN can only mean the socket is
-                // full. On failure the pipe still holds bytes: it is dropped, not pooled.
-                self.send(n, |_, left| {
-                    self.to
-                        .try_io(Interest::WRITABLE, || pipe.drain(self.to, left))
-                })
-                .await?;
-                self.moved(n);
+                Ok(n) => {
+                    (self.chunk, self.left) = (n, n);
+                    self.pipe = Some(pipe);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => pipe.give_back(),
+                Err(err) => return Poll::Ready(Err(Failure::new(ends.reader, &err))),
             }
         }
-    }
-}
-
-fn millis_since(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Resolves once neither direction has moved a byte for `idle`.
-async fn idle_watch(activity: &AtomicU64, epoch: Instant, idle: Duration) {
-    loop {
-        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-        let due = epoch + last + idle;
-        if Instant::now() >= due {
-            return;
-        }
-        sleep_until(due).await;
     }
 }
 
@@ -431,29 +520,25 @@ mod tests {
             client.shutdown().await.unwrap();
             client
         });
-        let activity = AtomicU64::new(0);
-        let live = AtomicU64::new(0);
-        let ended = AtomicBool::new(false);
-        let mut direction = Direction {
-            from: &gw_client,
-            to: &gw_upstream,
-            reader: Peer::Client,
-            writer: Peer::Upstream,
-            bytes: 0,
-            live: &live,
-            activity: &activity,
-            ended: &ended,
-            epoch: Instant::now(),
-        };
-        let (moved, got) = tokio::join!(direction.copy(), async {
-            let mut got = Vec::new();
-            server.read_to_end(&mut got).await.unwrap();
-            got
-        });
+        let traffic = Traffic::default();
+        let mut relay = Relay::new(&gw_client, &gw_upstream, Duration::from_secs(30), &traffic);
+        relay.up.copying = true;
+        let (moved, got) = tokio::join!(
+            poll_fn(|cx| relay.poll_direction(Peer::Client, cx)),
+            async {
+                let mut got = Vec::new();
+                server.read_to_end(&mut got).await.unwrap();
+                got
+            }
+        );
         moved.unwrap();
         assert!(got == expected, "copied stream differs");
-        assert_eq!(direction.bytes, 5_000_000);
-        assert_eq!(live.load(Ordering::Relaxed), 5_000_000, "counted live too");
+        assert_eq!(relay.up.bytes, 5_000_000);
+        assert_eq!(
+            traffic.upstream.load(Ordering::Relaxed),
+            5_000_000,
+            "counted live too"
+        );
         drop(sender.await.unwrap());
     }
 }
