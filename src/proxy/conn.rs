@@ -15,12 +15,13 @@ use tokio::time::{timeout, Instant};
 
 use super::agree::{server_answer, Answer};
 use super::detect::{client_first_turn, server_first_turn, ClientTurn, Detected};
+use super::limits::Slot;
 use super::relay::{relay, Relayed};
 use super::{orig_dst, InForce, ListenerInfo, Shared};
 use crate::config::ListenerMode;
 use crate::events::{CloseEvent, CloseReason, DecisionEvent, Detection, Flow};
 use crate::metrics::{Open, SegmentMetrics, Side, Tracked, Traffic};
-use crate::policy::{Decision, Gate, Policy, Reason, Refuse};
+use crate::policy::{Decision, Gate, Policy, Reason, Refuse, Segment};
 use crate::sniff::{Protocol, Sniffed};
 
 /// How long a native refusal waits for the client to read it before closing.
@@ -32,6 +33,31 @@ pub async fn handle(
     client: TcpStream,
     peer: SocketAddr,
 ) {
+    // The arguments are only moved from here on, never borrowed, so the task does not keep
+    // copies of them across the connection's life.
+    let Arrived {
+        client,
+        known,
+        slot,
+        in_force,
+        gate,
+    } = arrive(&shared, listener, client, peer);
+    judge(&shared, &in_force, gate, client, &known, None, None).await;
+    drop(slot);
+}
+
+/// An accepted connection with its destination, admission and gate.
+struct Arrived {
+    client: TcpStream,
+    known: Known,
+    /// Held until the connection ends: it counts towards the connection limits.
+    slot: Option<Slot>,
+    in_force: InForce,
+    gate: Gate,
+}
+
+/// Original destination, admission and gate of a connection just accepted.
+fn arrive(shared: &Shared, listener: ListenerInfo, client: TcpStream, peer: SocketAddr) -> Arrived {
     let accepted = Instant::now();
     let at = SystemTime::now();
     let _ = client.set_nodelay(true);
@@ -58,11 +84,16 @@ pub async fn handle(
         accepted,
         at,
     };
-    // Held until the connection ends: it counts towards the connection limits.
-    let (admission, _slot) = shared.admit(&listener, peer, destination, local);
+    let (admission, slot) = shared.admit(&listener, peer, destination, local);
     let in_force = shared.in_force();
     let gate = in_force.policy.gate(peer.ip(), destination, admission);
-    judge(&shared, &in_force, gate, client, &known, None, None).await;
+    Arrived {
+        client,
+        known,
+        slot,
+        in_force,
+        gate,
+    }
 }
 
 /// A connection whose destination is known: what every listener hands to [`judge`].
@@ -184,14 +215,20 @@ pub(super) fn judge<'a>(
         } = verdict.await;
         let relayed = match &next {
             Next::Closed(relayed) => *relayed,
-            Next::Relay(relaying) => relaying.relay(shared, open.traffic()).await,
+            Next::Relay(r) => {
+                let (idle, stop) = (shared.limits.idle_timeout, shared.stop.clone());
+                let mut relayed = relay(&r.client, &r.upstream, idle, stop, open.traffic()).await;
+                relayed.client_bytes += r.client_bytes;
+                relayed.server_bytes += r.server_bytes;
+                relayed
+            }
         };
         drop(open);
         known.emit_close(
             shared,
             &in_force.policy,
             Some(&counted),
-            segment,
+            segment.map(|s| s.name.as_str()),
             protocol,
             &relayed,
         );
@@ -203,7 +240,7 @@ pub(super) fn judge<'a>(
 /// What the verdict leaves for the relay and the close event.
 struct Judged<'a> {
     counted: Arc<SegmentMetrics>,
-    segment: Option<&'a str>,
+    segment: Option<&'a Segment>,
     protocol: Protocol,
     /// Listed in `GET /connections` from the decision to the close.
     open: Open<'a>,
@@ -223,17 +260,6 @@ struct Relaying {
     upstream: TcpStream,
     client_bytes: u64,
     server_bytes: u64,
-}
-
-impl Relaying {
-    async fn relay(&self, shared: &Shared, traffic: &Traffic) -> Relayed {
-        let idle = shared.limits.idle_timeout;
-        let stop = shared.stop.clone();
-        let mut relayed = relay(&self.client, &self.upstream, idle, stop, traffic).await;
-        relayed.client_bytes += self.client_bytes;
-        relayed.server_bytes += self.server_bytes;
-        relayed
-    }
 }
 
 /// [`judge`] up to the relay: the decision event, and any refusal.
@@ -361,7 +387,7 @@ async fn verdict<'a>(
     };
     Judged {
         counted,
-        segment: segment.map(|s| s.name.as_str()),
+        segment,
         protocol,
         open,
         next,

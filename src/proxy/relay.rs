@@ -26,6 +26,8 @@ use super::splice;
 
 /// Most bytes moved per read: the default pipe capacity (16 pages).
 const CHUNK: usize = 64 * 1024;
+// A chunk's length is kept in a u32.
+const _: () = assert!(CHUNK <= u32::MAX as usize);
 
 /// What the relay moved and why it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,36 +73,40 @@ impl Failure {
 
 /// Relays until both directions have ended, one side fails, nothing moves for `idle`, or
 /// `stop` turns true (the drain period ran out). Bytes are added to `traffic` as they move.
-pub async fn relay(
-    client: &TcpStream,
-    upstream: &TcpStream,
+/// (A plain function returning the future, so the future holds its state once, not the
+/// arguments and the state.)
+pub fn relay<'a>(
+    client: &'a TcpStream,
+    upstream: &'a TcpStream,
     idle: Duration,
     mut stop: watch::Receiver<bool>,
-    traffic: &Traffic,
-) -> Relayed {
+    traffic: &'a Traffic,
+) -> impl Future<Output = Relayed> + Send + 'a {
     let mut state = Relay::new(client, upstream, idle, traffic);
-    let mut timer = pin!(sleep_until(state.last + idle));
-    let mut stopping = pin!(stopped(&mut stop));
-    let outcome = poll_fn(|cx| state.poll(cx, timer.as_mut(), stopping.as_mut())).await;
-    let reason = match outcome {
-        Ok(reason) => reason,
-        Err(failure) => {
-            // Pass a reset on as a reset, so the other peer does not take a truncated
-            // stream for a complete one.
-            if failure.reset {
-                let other = match failure.peer {
-                    Peer::Client => upstream,
-                    Peer::Upstream => client,
-                };
-                let _ = SockRef::from(other).set_linger(Some(Duration::ZERO));
+    async move {
+        let mut timer = pin!(sleep_until(state.last + state.idle));
+        let mut stopping = pin!(stopped(&mut stop));
+        let outcome = poll_fn(|cx| state.poll(cx, timer.as_mut(), stopping.as_mut())).await;
+        let reason = match outcome {
+            Ok(reason) => reason,
+            Err(failure) => {
+                // Pass a reset on as a reset, so the other peer does not take a truncated
+                // stream for a complete one.
+                if failure.reset {
+                    let other = match failure.peer {
+                        Peer::Client => state.upstream,
+                        Peer::Upstream => state.client,
+                    };
+                    let _ = SockRef::from(other).set_linger(Some(Duration::ZERO));
+                }
+                failure.reason()
             }
-            failure.reason()
+        };
+        Relayed {
+            client_bytes: state.up.bytes,
+            server_bytes: state.down.bytes,
+            reason,
         }
-    };
-    Relayed {
-        client_bytes: state.up.bytes,
-        server_bytes: state.down.bytes,
-        reason,
     }
 }
 
@@ -127,18 +133,19 @@ struct Ends<'a> {
     live: &'a AtomicU64,
 }
 
-/// One direction's progress. Between reads it holds neither a pipe nor a buffer.
+/// One direction's progress. Between reads it holds neither a pipe nor a buffer. (Kept
+/// small: every idle connection holds two.)
 #[derive(Default)]
 struct Pump {
     bytes: u64,
-    /// The bytes last read, and how many of them are still to be written.
-    chunk: usize,
-    left: usize,
+    /// The bytes last read (at most `CHUNK`), and how many of them are still to be written.
+    chunk: u32,
+    left: u32,
     /// splice(2)'s pipe while bytes are in flight.
     #[cfg(target_os = "linux")]
     pipe: Option<splice::Pipe>,
     /// The copy buffer while bytes are in flight; empty otherwise.
-    buf: Vec<u8>,
+    buf: Box<[u8]>,
     /// No pipe could be had (or the platform has no splice): this direction copies.
     copying: bool,
     /// The source said it had nothing: wait for it to become readable before reading.
@@ -256,8 +263,15 @@ impl Pump {
         self.poll_copy(ends, last, cx)
     }
 
+    /// `n` bytes (at most `CHUNK`) were read and are to be written.
+    fn read(&mut self, n: usize) {
+        self.chunk = n as u32;
+        self.left = self.chunk;
+    }
+
+    /// The chunk has been written whole.
     fn moved(&mut self, ends: &Ends<'_>, last: &mut Instant) {
-        let n = self.chunk as u64;
+        let n = u64::from(self.chunk);
         self.bytes += n;
         ends.live.fetch_add(n, Ordering::Relaxed);
         *last = Instant::now();
@@ -273,8 +287,10 @@ impl Pump {
         mut write: impl FnMut(usize, usize) -> io::Result<usize>,
     ) -> Poll<Result<(), Failure>> {
         while self.left > 0 {
-            match write(self.chunk - self.left, self.left) {
-                Ok(m) => self.left -= m,
+            let left = self.left as usize;
+            match write(self.chunk as usize - left, left) {
+                // At most `left` bytes were written.
+                Ok(m) => self.left -= m as u32,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     ready!(ends.to.poll_write_ready(cx))
                         .map_err(|e| Failure::new(ends.writer, &e))?;
@@ -306,17 +322,17 @@ impl Pump {
                 self.waiting = false;
             }
             if self.buf.is_empty() {
-                self.buf = vec![0u8; CHUNK];
+                self.buf = vec![0u8; CHUNK].into_boxed_slice();
             }
             match ends.from.try_read(&mut self.buf) {
                 Ok(0) => {
-                    self.buf = Vec::new();
+                    self.buf = Box::default();
                     return Poll::Ready(Ok(()));
                 }
-                Ok(n) => (self.chunk, self.left) = (n, n),
+                Ok(n) => self.read(n),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     // Nothing to read: give the buffer back while waiting.
-                    self.buf = Vec::new();
+                    self.buf = Box::default();
                     self.waiting = true;
                 }
                 Err(err) => return Poll::Ready(Err(Failure::new(ends.reader, &err))),
@@ -367,7 +383,7 @@ impl Pump {
                     return Poll::Ready(Ok(()));
                 }
                 Ok(n) => {
-                    (self.chunk, self.left) = (n, n);
+                    self.read(n);
                     self.pipe = Some(pipe);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => pipe.give_back(),
@@ -379,8 +395,10 @@ impl Pump {
 
 /// Resolves when `stop` becomes true; never, if its sender is gone without saying so.
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
-    if stop.wait_for(|s| *s).await.is_err() {
-        std::future::pending::<()>().await;
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
