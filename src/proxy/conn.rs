@@ -516,7 +516,7 @@ async fn inspect(
     }
 }
 
-/// Server-first: delivers the banner the gateway read, then relays both ways.
+/// Server-first: delivers the banner the gateway read; then both ways are relayed.
 async fn server_first_forward(mut client: TcpStream, upstream: TcpStream, banner: Vec<u8>) -> Next {
     let read = banner.len() as u64;
     if !banner.is_empty() && client.write_all(&banner).await.is_err() {
@@ -535,8 +535,8 @@ async fn server_first_forward(mut client: TcpStream, upstream: TcpStream, banner
     })
 }
 
-/// Connects upstream (unless `connected` already is), replays the bytes detection read,
-/// then relays both ways.
+/// Connects upstream (unless `connected` already is) and replays the bytes detection read;
+/// then both ways are relayed.
 async fn forward(
     shared: &Shared,
     client: TcpStream,
@@ -615,8 +615,8 @@ async fn dial_and_listen(
     }
 }
 
-/// Acts on a verdict taken after dialling: relay, or refuse with both sides closed (the
-/// client never sees a byte of the server's).
+/// Acts on a verdict taken after dialling: relay both ways, or refuse with both sides closed
+/// (the client never sees a byte of the server's).
 async fn finish_dialled(
     client: TcpStream,
     dialled: Dialled,
