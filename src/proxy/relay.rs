@@ -509,6 +509,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bytes_moving_either_way_keep_the_connection_from_idling_out() {
+        let (mut client, gw_client) = pair().await;
+        let (mut server, gw_upstream) = pair().await;
+        let (_stop_tx, stop) = watch::channel(false);
+        let gateway = tokio::spawn(async move {
+            let idle = Duration::from_millis(300);
+            let traffic = Traffic::default();
+            relay(&gw_client, &gw_upstream, idle, stop, &traffic).await
+        });
+        // A byte every 60 ms for well over the idle timeout, alternating directions.
+        let started = Instant::now();
+        let mut byte = [0u8; 1];
+        for i in 0..15 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            if i % 2 == 0 {
+                client.write_all(b"c").await.unwrap();
+                server.read_exact(&mut byte).await.unwrap();
+            } else {
+                server.write_all(b"s").await.unwrap();
+                client.read_exact(&mut byte).await.unwrap();
+            }
+        }
+        assert!(started.elapsed() > Duration::from_millis(600));
+        assert!(!gateway.is_finished(), "closed while bytes were moving");
+        let relayed = gateway.await.unwrap();
+        assert_eq!(relayed.reason, CloseReason::IdleTimeout);
+        assert_eq!((relayed.client_bytes, relayed.server_bytes), (8, 7));
+    }
+
+    #[tokio::test]
     async fn drain_expiry_stops_the_relay() {
         let (_client, gw_client) = pair().await;
         let (_server, gw_upstream) = pair().await;
