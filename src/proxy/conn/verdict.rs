@@ -20,7 +20,7 @@ use crate::proxy::relay::Relayed;
 use crate::proxy::{InForce, Shared};
 use crate::sniff::{Protocol, Sniffed};
 
-/// [`judge`] up to the relay: the decision event, and any refusal.
+/// [`super::judge`] up to the relay: the decision event, and any refusal.
 pub(super) async fn verdict<'a>(
     shared: &'a Shared,
     in_force: &'a InForce,
