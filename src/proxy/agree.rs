@@ -260,12 +260,16 @@ mod tests {
             let _ = client_far.write_all(&vec![7u8; 32 << 20]).await;
             client_far
         });
-        // The deadline is far off, so only the stall can end the wait: with a deadline
-        // shorter than the time the socket buffers take to fill, a loaded machine ended it
-        // first.
-        let until = Instant::now() + Duration::from_secs(30);
+        // The wait for the server's first turn outlasts filling the socket buffers even on a
+        // loaded machine (with a short one, a slow fill ended at the deadline instead): it is
+        // the stall that must end it.
+        let until = Instant::now() + Duration::from_secs(10);
         let answer = server_answer(&client, &upstream, until, Duration::from_millis(200)).await;
         assert!(answer.stalled);
+        assert!(
+            Instant::now() < until,
+            "ended by the stall, not the deadline"
+        );
         sender.abort();
     }
 

@@ -1,16 +1,22 @@
 //! Relaying an established connection both ways after the verdict: half-closes are passed
 //! on (a client that shuts its write side still gets the whole response), resets are passed
-//! on as resets, and every byte is counted for the close event.
+//! on as resets, and every byte is counted for the close event. One hand-written poll loop
+//! drives both directions, the idle timer and the drain signal, so an idle connection's
+//! relay is a few words of state: no nested futures, no buffer, no pipe.
 
+use std::future::{poll_fn, Future};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use socket2::SockRef;
+#[cfg(target_os = "linux")]
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use crate::events::CloseReason;
 use crate::metrics::Traffic;
@@ -20,6 +26,8 @@ use super::splice;
 
 /// Most bytes moved per read: the default pipe capacity (16 pages).
 const CHUNK: usize = 64 * 1024;
+// A chunk's length is kept in a u32.
+const _: () = assert!(CHUNK <= u32::MAX as usize);
 
 /// What the relay moved and why it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,235 +71,334 @@ impl Failure {
     }
 }
 
-/// One direction of the relay: where bytes come from and go to, and its counters.
-struct Direction<'a> {
+/// Relays until both directions have ended, one side fails, nothing moves for `idle`, or
+/// `stop` turns true (the drain period ran out). Bytes are added to `traffic` as they move.
+/// (A plain function returning the future, so the future holds its state once, not the
+/// arguments and the state.)
+pub fn relay<'a>(
+    client: &'a TcpStream,
+    upstream: &'a TcpStream,
+    idle: Duration,
+    mut stop: watch::Receiver<bool>,
+    traffic: &'a Traffic,
+) -> impl Future<Output = Relayed> + Send + 'a {
+    let mut state = Relay::new(client, upstream, idle, traffic);
+    async move {
+        let mut timer = pin!(sleep_until(state.last + state.idle));
+        let mut stopping = pin!(stopped(&mut stop));
+        let outcome = poll_fn(|cx| state.poll(cx, timer.as_mut(), stopping.as_mut())).await;
+        let reason = match outcome {
+            Ok(reason) => reason,
+            Err(failure) => {
+                // Pass a reset on as a reset, so the other peer does not take a truncated
+                // stream for a complete one.
+                if failure.reset {
+                    let other = match failure.peer {
+                        Peer::Client => state.upstream,
+                        Peer::Upstream => state.client,
+                    };
+                    let _ = SockRef::from(other).set_linger(Some(Duration::ZERO));
+                }
+                failure.reason()
+            }
+        };
+        Relayed {
+            client_bytes: state.up.bytes,
+            server_bytes: state.down.bytes,
+            reason,
+        }
+    }
+}
+
+/// Both directions of one connection, and when a byte last moved either way.
+struct Relay<'a> {
+    client: &'a TcpStream,
+    upstream: &'a TcpStream,
+    traffic: &'a Traffic,
+    idle: Duration,
+    last: Instant,
+    /// Client to upstream.
+    up: Pump,
+    /// Upstream to client.
+    down: Pump,
+}
+
+/// The two sockets of one direction, in its order, and its live count.
+struct Ends<'a> {
     from: &'a TcpStream,
     to: &'a TcpStream,
     reader: Peer,
     writer: Peer,
-    bytes: u64,
     /// The connection's live count (`GET /connections`).
     live: &'a AtomicU64,
-    activity: &'a AtomicU64,
-    /// Set by the first direction to reach end of stream.
-    ended: &'a AtomicBool,
-    epoch: Instant,
 }
 
-/// Relays until both directions have ended, one side fails, nothing moves for `idle`, or
-/// `stop` turns true (the drain period ran out). Bytes are added to `traffic` as they move.
-pub async fn relay(
-    client: &TcpStream,
-    upstream: &TcpStream,
-    idle: Duration,
-    mut stop: watch::Receiver<bool>,
-    traffic: &Traffic,
-) -> Relayed {
-    let epoch = Instant::now();
-    let activity = AtomicU64::new(0);
-    let ended = AtomicBool::new(false);
-    let mut up = Direction {
-        from: client,
-        to: upstream,
-        reader: Peer::Client,
-        writer: Peer::Upstream,
-        bytes: 0,
-        live: &traffic.upstream,
-        activity: &activity,
-        ended: &ended,
-        epoch,
-    };
-    let mut down = Direction {
-        from: upstream,
-        to: client,
-        reader: Peer::Upstream,
-        writer: Peer::Client,
-        bytes: 0,
-        live: &traffic.downstream,
-        activity: &activity,
-        ended: &ended,
-        epoch,
-    };
-    let outcome = {
-        let both = async { tokio::try_join!(up.pump(), down.pump()) };
-        tokio::select! {
-            result = both => result.map(|_| CloseReason::Completed),
-            () = idle_watch(&activity, epoch, idle) => Ok(CloseReason::IdleTimeout),
-            () = stopped(&mut stop) => Ok(CloseReason::Shutdown),
-        }
-    };
-    let reason = match outcome {
-        Ok(reason) => reason,
-        Err(failure) => {
-            // Pass a reset on as a reset, so the other peer does not take a truncated
-            // stream for a complete one.
-            if failure.reset {
-                let other = match failure.peer {
-                    Peer::Client => upstream,
-                    Peer::Upstream => client,
-                };
-                let _ = SockRef::from(other).set_linger(Some(Duration::ZERO));
-            }
-            failure.reason()
-        }
-    };
-    Relayed {
-        client_bytes: up.bytes,
-        server_bytes: down.bytes,
-        reason,
-    }
+/// One direction's progress. Between reads it holds neither a pipe nor a buffer. (Kept
+/// small: every idle connection holds two.)
+#[derive(Default)]
+struct Pump {
+    bytes: u64,
+    /// The bytes last read (at most `CHUNK`), and how many of them are still to be written.
+    chunk: u32,
+    left: u32,
+    /// splice(2)'s pipe while bytes are in flight.
+    #[cfg(target_os = "linux")]
+    pipe: Option<splice::Pipe>,
+    /// The copy buffer while bytes are in flight; empty otherwise.
+    buf: Box<[u8]>,
+    /// No pipe could be had (or the platform has no splice): this direction copies.
+    copying: bool,
+    /// The source said it had nothing: wait for it to become readable before reading.
+    waiting: bool,
+    /// End of stream reached and passed on.
+    done: bool,
 }
 
-impl Direction<'_> {
-    /// Moves bytes until end of stream, then shuts the destination's write side
-    /// (half-close). Uses splice(2) through a pipe where the platform has it, so the bytes
-    /// never enter user space; otherwise copies through a buffer that exists only while
-    /// data is flowing. An idle direction holds no buffer either way.
-    async fn pump(&mut self) -> Result<(), Failure> {
-        #[cfg(target_os = "linux")]
-        {
-            self.splice().await
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            self.copy().await
+impl<'a> Relay<'a> {
+    fn new(
+        client: &'a TcpStream,
+        upstream: &'a TcpStream,
+        idle: Duration,
+        traffic: &'a Traffic,
+    ) -> Relay<'a> {
+        Relay {
+            client,
+            upstream,
+            traffic,
+            idle,
+            last: Instant::now(),
+            up: Pump::default(),
+            down: Pump::default(),
         }
     }
 
-    /// Runs `write(sent, left)`, a non-blocking write, until `n` bytes are sent, waiting for
-    /// the destination to become writable whenever it is full.
-    async fn send(
-        &self,
-        n: usize,
-        mut write: impl FnMut(usize, usize) -> io::Result<usize>,
-    ) -> Result<(), Failure> {
-        let mut sent = 0;
-        while sent < n {
-            match write(sent, n - sent) {
-                Ok(m) => sent += m,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    self.to
-                        .writable()
-                        .await
-                        .map_err(|e| Failure::new(self.writer, &e))?;
-                }
-                Err(err) => return Err(Failure::new(self.writer, &err)),
+    /// Ready when both directions have ended, one has failed, nothing has moved for
+    /// `idle` (`timer` fires then), or `stop` resolves.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut timer: Pin<&mut Sleep>,
+        stop: Pin<&mut impl Future<Output = ()>>,
+    ) -> Poll<Result<CloseReason, Failure>> {
+        for reader in [Peer::Client, Peer::Upstream] {
+            if let Poll::Ready(result) = self.poll_direction(reader, cx) {
+                result?;
             }
         }
-        Ok(())
+        if self.up.done && self.down.done {
+            return Poll::Ready(Ok(CloseReason::Completed));
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            let due = self.last + self.idle;
+            if Instant::now() >= due {
+                return Poll::Ready(Ok(CloseReason::IdleTimeout));
+            }
+            timer.as_mut().reset(due);
+        }
+        if stop.poll(cx).is_ready() {
+            return Poll::Ready(Ok(CloseReason::Shutdown));
+        }
+        Poll::Pending
     }
 
-    fn moved(&mut self, n: usize) {
-        self.bytes += n as u64;
-        self.live.fetch_add(n as u64, Ordering::Relaxed);
-        self.activity
-            .store(millis_since(self.epoch), Ordering::Relaxed);
-    }
-
-    fn finish(&self) {
+    /// Moves bytes from `reader` to the other peer until its source has nothing more or its
+    /// destination is full; at end of stream shuts the destination's write side
+    /// (half-close). Ready at once for a direction that has ended.
+    fn poll_direction(&mut self, reader: Peer, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+        let (ends, pump, other) = match reader {
+            Peer::Client => (
+                Ends {
+                    from: self.client,
+                    to: self.upstream,
+                    reader,
+                    writer: Peer::Upstream,
+                    live: &self.traffic.upstream,
+                },
+                &mut self.up,
+                &self.down,
+            ),
+            Peer::Upstream => (
+                Ends {
+                    from: self.upstream,
+                    to: self.client,
+                    reader,
+                    writer: Peer::Client,
+                    live: &self.traffic.downstream,
+                },
+                &mut self.down,
+                &self.up,
+            ),
+        };
+        if pump.done {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(pump.poll(&ends, &mut self.last, cx))?;
+        pump.done = true;
         // The direction that ends last skips the shutdown: both sockets are closed as soon
-        // as the relay returns, and close() sends the same FIN (its source has been read
-        // to the end, so nothing unread turns the close into a reset). One system call
-        // less per connection.
-        if self.ended.swap(true, Ordering::AcqRel) {
-            return;
+        // as the relay returns, and close() sends the same FIN (its source has been read to
+        // the end, so nothing unread turns the close into a reset). One system call less
+        // per connection.
+        if !other.done {
+            // The peer we write to may already have gone: a failed shutdown is not data loss.
+            let _ = SockRef::from(ends.to).shutdown(std::net::Shutdown::Write);
         }
-        // The peer we write to may already have gone: a failed shutdown is not data loss.
-        let _ = SockRef::from(self.to).shutdown(std::net::Shutdown::Write);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Pump {
+    /// Ready at end of stream. Uses splice(2) through a pipe where the platform has it, so
+    /// the bytes never enter user space; otherwise copies through a buffer that exists only
+    /// while data is flowing.
+    fn poll(
+        &mut self,
+        ends: &Ends<'_>,
+        last: &mut Instant,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Failure>> {
+        #[cfg(target_os = "linux")]
+        if !self.copying {
+            return self.poll_splice(ends, last, cx);
+        }
+        self.poll_copy(ends, last, cx)
     }
 
-    async fn copy(&mut self) -> Result<(), Failure> {
-        let mut buf: Vec<u8> = Vec::new();
-        loop {
-            if buf.is_empty() {
-                buf = vec![0u8; CHUNK];
+    /// `n` bytes (at most `CHUNK`) were read and are to be written.
+    fn read(&mut self, n: usize) {
+        self.chunk = n as u32;
+        self.left = self.chunk;
+    }
+
+    /// The chunk has been written whole.
+    fn moved(&mut self, ends: &Ends<'_>, last: &mut Instant) {
+        let n = u64::from(self.chunk);
+        self.bytes += n;
+        ends.live.fetch_add(n, Ordering::Relaxed);
+        *last = Instant::now();
+    }
+
+    /// Writes what is left of the chunk with `write(sent, left)`, a non-blocking write;
+    /// Pending while the destination is full.
+    fn poll_send(
+        &mut self,
+        ends: &Ends<'_>,
+        last: &mut Instant,
+        cx: &mut Context<'_>,
+        mut write: impl FnMut(usize, usize) -> io::Result<usize>,
+    ) -> Poll<Result<(), Failure>> {
+        while self.left > 0 {
+            let left = self.left as usize;
+            match write(self.chunk as usize - left, left) {
+                // At most `left` bytes were written.
+                Ok(m) => self.left -= m as u32,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(ends.to.poll_write_ready(cx))
+                        .map_err(|e| Failure::new(ends.writer, &e))?;
+                }
+                Err(err) => return Poll::Ready(Err(Failure::new(ends.writer, &err))),
             }
-            let n = match self.from.try_read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
+        }
+        self.moved(ends, last);
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_copy(
+        &mut self,
+        ends: &Ends<'_>,
+        last: &mut Instant,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Failure>> {
+        loop {
+            if self.left > 0 {
+                let buf = std::mem::take(&mut self.buf);
+                let sent = self.poll_send(ends, last, cx, |sent, left| {
+                    ends.to.try_write(&buf[sent..sent + left])
+                });
+                self.buf = buf;
+                ready!(sent)?;
+            }
+            if self.waiting {
+                ready!(ends.from.poll_read_ready(cx)).map_err(|e| Failure::new(ends.reader, &e))?;
+                self.waiting = false;
+            }
+            if self.buf.is_empty() {
+                self.buf = vec![0u8; CHUNK].into_boxed_slice();
+            }
+            match ends.from.try_read(&mut self.buf) {
+                Ok(0) => {
+                    self.buf = Box::default();
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(n) => self.read(n),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     // Nothing to read: give the buffer back while waiting.
-                    buf = Vec::new();
-                    self.from
-                        .readable()
-                        .await
-                        .map_err(|e| Failure::new(self.reader, &e))?;
-                    continue;
+                    self.buf = Box::default();
+                    self.waiting = true;
                 }
-                Err(err) => return Err(Failure::new(self.reader, &err)),
-            };
-            self.send(n, |sent, _| self.to.try_write(&buf[sent..n]))
-                .await?;
-            self.moved(n);
+                Err(err) => return Poll::Ready(Err(Failure::new(ends.reader, &err))),
+            }
         }
-        self.finish();
-        Ok(())
     }
 
     /// Moves bytes with splice(2); holds a pipe only while bytes are in flight. Falls back
-    /// to `copy` when no pipe can be had.
+    /// to copying when no pipe can be had.
     #[cfg(target_os = "linux")]
-    async fn splice(&mut self) -> Result<(), Failure> {
+    fn poll_splice(
+        &mut self,
+        ends: &Ends<'_>,
+        last: &mut Instant,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Failure>> {
         loop {
-            self.from
-                .readable()
-                .await
-                .map_err(|e| Failure::new(self.reader, &e))?;
-            let Some(pipe) = splice::Pipe::take() else {
-                return self.copy().await;
+            let Some(pipe) = self.pipe.take() else {
+                ready!(ends.from.poll_read_ready(cx)).map_err(|e| Failure::new(ends.reader, &e))?;
+                match splice::Pipe::take() {
+                    Some(pipe) => self.pipe = Some(pipe),
+                    None => {
+                        self.copying = true;
+                        return self.poll_copy(ends, last, cx);
+                    }
+                }
+                continue;
             };
+            if self.left > 0 {
+                // The pipe holds the bytes not yet sent, so EAGAIN can only mean the socket
+                // is full. On failure the pipe still holds bytes: it is dropped, not pooled.
+                let sent = self.poll_send(ends, last, cx, |_, left| {
+                    ends.to
+                        .try_io(Interest::WRITABLE, || pipe.drain(ends.to, left))
+                });
+                self.pipe = Some(pipe);
+                ready!(sent)?;
+                continue;
+            }
             // The pipe is empty whenever `fill` runs, so EAGAIN can only mean the socket has
             // nothing: give the empty pipe back and wait.
-            loop {
-                let n = match self
-                    .from
-                    .try_io(Interest::READABLE, || pipe.fill(self.from, CHUNK))
-                {
-                    Ok(n) => n,
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                        pipe.give_back();
-                        break;
-                    }
-                    Err(err) => return Err(Failure::new(self.reader, &err)),
-                };
-                if n == 0 {
+            match ends
+                .from
+                .try_io(Interest::READABLE, || pipe.fill(ends.from, CHUNK))
+            {
+                Ok(0) => {
                     pipe.give_back();
-                    self.finish();
-                    return Ok(());
+                    return Poll::Ready(Ok(()));
                 }
-                // The pipe holds the bytes not yet sent, so EAGAIN can only mean the socket is
-                // full. On failure the pipe still holds bytes: it is dropped, not pooled.
-                self.send(n, |_, left| {
-                    self.to
-                        .try_io(Interest::WRITABLE, || pipe.drain(self.to, left))
-                })
-                .await?;
-                self.moved(n);
+                Ok(n) => {
+                    self.read(n);
+                    self.pipe = Some(pipe);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => pipe.give_back(),
+                Err(err) => return Poll::Ready(Err(Failure::new(ends.reader, &err))),
             }
         }
-    }
-}
-
-fn millis_since(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Resolves once neither direction has moved a byte for `idle`.
-async fn idle_watch(activity: &AtomicU64, epoch: Instant, idle: Duration) {
-    loop {
-        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-        let due = epoch + last + idle;
-        if Instant::now() >= due {
-            return;
-        }
-        sleep_until(due).await;
     }
 }
 
 /// Resolves when `stop` becomes true; never, if its sender is gone without saying so.
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
-    if stop.wait_for(|s| *s).await.is_err() {
-        std::future::pending::<()>().await;
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -402,6 +509,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bytes_moving_either_way_keep_the_connection_from_idling_out() {
+        let (mut client, gw_client) = pair().await;
+        let (mut server, gw_upstream) = pair().await;
+        let (_stop_tx, stop) = watch::channel(false);
+        let gateway = tokio::spawn(async move {
+            let idle = Duration::from_millis(300);
+            let traffic = Traffic::default();
+            relay(&gw_client, &gw_upstream, idle, stop, &traffic).await
+        });
+        // A byte every 60 ms for well over the idle timeout, alternating directions.
+        let started = Instant::now();
+        let mut byte = [0u8; 1];
+        for i in 0..15 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            if i % 2 == 0 {
+                client.write_all(b"c").await.unwrap();
+                server.read_exact(&mut byte).await.unwrap();
+            } else {
+                server.write_all(b"s").await.unwrap();
+                client.read_exact(&mut byte).await.unwrap();
+            }
+        }
+        assert!(started.elapsed() > Duration::from_millis(600));
+        assert!(!gateway.is_finished(), "closed while bytes were moving");
+        let relayed = gateway.await.unwrap();
+        assert_eq!(relayed.reason, CloseReason::IdleTimeout);
+        assert_eq!((relayed.client_bytes, relayed.server_bytes), (8, 7));
+    }
+
+    #[tokio::test]
     async fn drain_expiry_stops_the_relay() {
         let (_client, gw_client) = pair().await;
         let (_server, gw_upstream) = pair().await;
@@ -431,29 +568,25 @@ mod tests {
             client.shutdown().await.unwrap();
             client
         });
-        let activity = AtomicU64::new(0);
-        let live = AtomicU64::new(0);
-        let ended = AtomicBool::new(false);
-        let mut direction = Direction {
-            from: &gw_client,
-            to: &gw_upstream,
-            reader: Peer::Client,
-            writer: Peer::Upstream,
-            bytes: 0,
-            live: &live,
-            activity: &activity,
-            ended: &ended,
-            epoch: Instant::now(),
-        };
-        let (moved, got) = tokio::join!(direction.copy(), async {
-            let mut got = Vec::new();
-            server.read_to_end(&mut got).await.unwrap();
-            got
-        });
+        let traffic = Traffic::default();
+        let mut relay = Relay::new(&gw_client, &gw_upstream, Duration::from_secs(30), &traffic);
+        relay.up.copying = true;
+        let (moved, got) = tokio::join!(
+            poll_fn(|cx| relay.poll_direction(Peer::Client, cx)),
+            async {
+                let mut got = Vec::new();
+                server.read_to_end(&mut got).await.unwrap();
+                got
+            }
+        );
         moved.unwrap();
         assert!(got == expected, "copied stream differs");
-        assert_eq!(direction.bytes, 5_000_000);
-        assert_eq!(live.load(Ordering::Relaxed), 5_000_000, "counted live too");
+        assert_eq!(relay.up.bytes, 5_000_000);
+        assert_eq!(
+            traffic.upstream.load(Ordering::Relaxed),
+            5_000_000,
+            "counted live too"
+        );
         drop(sender.await.unwrap());
     }
 }

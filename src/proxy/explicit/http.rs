@@ -6,7 +6,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
-use super::{answer_and_close, open, Accepted, Host, Refusal, Shared, Target};
+use super::{answer_and_close, open, Accepted, Host, Refusal, Shared, Target, Tunnel};
 use crate::events::CloseReason;
 use crate::policy::Admission;
 use crate::proxy::limits::Slot;
@@ -18,49 +18,44 @@ pub const MAX_HEAD: usize = 16 << 10;
 /// The most header fields a request may carry.
 const MAX_HEADERS: usize = 64;
 
+/// Serves the proxy protocol up to an open tunnel (`None`: the client was answered, or left).
 pub async fn serve(
     shared: &Shared,
     mut client: TcpStream,
     accepted: Accepted,
     admission: Result<Slot, Admission>,
-) {
-    let head = match read_head(&mut client, accepted.deadline(shared)).await {
-        Ok(head) => head,
-        Err(HeadError::Closed) => return,
-        Err(HeadError::Timeout) => {
-            return answer_and_close(
-                client,
-                &status(
-                    408,
-                    "Request Timeout",
-                    "the request head did not arrive in time",
-                ),
-            )
-            .await;
-        }
-        Err(HeadError::TooLarge) => {
-            return answer_and_close(
-                client,
-                &status(400, "Bad Request", "the request head is too large"),
-            )
-            .await;
-        }
-    };
-    let request = match parse(&head) {
-        Ok(request) => request,
-        Err(why) => return answer_and_close(client, &status(400, "Bad Request", why)).await,
-    };
-    match request {
-        Request::Connect(target) => match open(shared, accepted, admission, target).await {
-            Ok(opened) => {
-                if write_all(&mut client, b"HTTP/1.1 200 Connection established\r\n\r\n").await {
-                    opened.judge(shared, client, None).await;
-                }
+) -> Option<Tunnel> {
+    let failed = match read_head(&mut client, accepted.deadline(shared)).await {
+        Ok(head) => match parse(&head) {
+            Ok(Request::Connect(target)) => {
+                return match open(shared, accepted, admission, target).await {
+                    Ok(opened) => {
+                        let established = b"HTTP/1.1 200 Connection established\r\n\r\n";
+                        write_all(&mut client, established)
+                            .await
+                            .then(|| opened.tunnel(client, None))
+                    }
+                    Err(refusal) => {
+                        answer_and_close(client, &refusal_answer(refusal)).await;
+                        None
+                    }
+                };
             }
-            Err(refusal) => answer_and_close(client, &refusal_answer(refusal)).await,
+            Ok(Request::Absolute(req)) => {
+                return forward::serve(shared, client, accepted, admission, req).await;
+            }
+            Err(why) => status(400, "Bad Request", why),
         },
-        Request::Absolute(req) => forward::serve(shared, client, accepted, admission, req).await,
-    }
+        Err(HeadError::Closed) => return None,
+        Err(HeadError::Timeout) => status(
+            408,
+            "Request Timeout",
+            "the request head did not arrive in time",
+        ),
+        Err(HeadError::TooLarge) => status(400, "Bad Request", "the request head is too large"),
+    };
+    answer_and_close(client, &failed).await;
+    None
 }
 
 async fn write_all(client: &mut TcpStream, bytes: &[u8]) -> bool {

@@ -40,18 +40,56 @@ pub async fn handle(
     client: TcpStream,
     peer: SocketAddr,
 ) {
+    // The proxy protocol runs in a future of its own on the heap, freed once the tunnel is
+    // open: a task is as large as its largest await state, and an idle tunnel should carry
+    // only what judging and relaying it needs.
+    let Some(Tunnel {
+        opened:
+            Opened {
+                known,
+                in_force,
+                gate,
+                upstream,
+                slot,
+            },
+        client,
+        read,
+    }) = Box::pin(serve(&shared, listener.mode, client, peer)).await
+    else {
+        return;
+    };
+    conn::judge(
+        &shared,
+        &in_force,
+        gate,
+        client,
+        &known,
+        Some(upstream),
+        read,
+    )
+    .await;
+    drop(slot);
+}
+
+/// The proxy protocol up to an open tunnel.
+async fn serve(
+    shared: &Shared,
+    mode: ListenerMode,
+    client: TcpStream,
+    peer: SocketAddr,
+) -> Option<Tunnel> {
     let _ = client.set_nodelay(true);
     let accepted = Accepted {
         peer,
-        listener: listener.mode,
+        listener: mode,
         at: SystemTime::now(),
         started: Instant::now(),
     };
     // Taken at once, so that clients slow to name a destination count towards the limits.
     let admission = shared.limiter.admit(peer.ip());
-    match listener.mode {
-        ListenerMode::Socks5 => socks5::serve(&shared, client, accepted, admission).await,
-        _ => http::serve(&shared, client, accepted, admission).await,
+    match mode {
+        ListenerMode::Socks5 => socks5::serve(shared, client, accepted, admission).await,
+        _ => http::serve(shared, client, accepted, admission).await,
     }
 }
 
@@ -95,32 +133,28 @@ struct Opened {
     in_force: InForce,
     gate: Gate,
     upstream: TcpStream,
-    _slot: Option<Slot>,
+    /// Held until the connection ends: it counts towards the connection limits.
+    slot: Option<Slot>,
 }
 
 impl Opened {
-    /// After the proxy protocol told the client it is connected: the tunnel's first bytes
-    /// are judged like any connection's. `read` is the client's first turn when the proxy
-    /// has read (and rewritten) it itself.
-    async fn judge(self, shared: &Shared, client: TcpStream, read: Option<Detected>) {
-        let Opened {
-            known,
-            in_force,
-            gate,
-            upstream,
-            _slot,
-        } = self;
-        conn::judge(
-            shared,
-            &in_force,
-            gate,
+    /// After the proxy protocol told the client it is connected: the tunnel, whose first
+    /// bytes are judged like any connection's. `read` is the client's first turn when the
+    /// proxy has read (and rewritten) it itself.
+    fn tunnel(self, client: TcpStream, read: Option<Detected>) -> Tunnel {
+        Tunnel {
+            opened: self,
             client,
-            &known,
-            Some(upstream),
             read,
-        )
-        .await;
+        }
     }
+}
+
+/// An open tunnel, handed to `conn::judge`.
+struct Tunnel {
+    opened: Opened,
+    client: TcpStream,
+    read: Option<Detected>,
 }
 
 /// Port check, resolution, self-destination check on every address, then the dial; every
@@ -210,7 +244,7 @@ async fn open(
                     in_force,
                     gate,
                     upstream,
-                    _slot: slot,
+                    slot,
                 });
             }
             Err(reason) => failure = reason,

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
-use super::{answer_and_close, open, Accepted, Host, Refusal, Shared, Target};
+use super::{answer_and_close, open, Accepted, Host, Refusal, Shared, Target, Tunnel};
 use crate::events::CloseReason;
 use crate::policy::Admission;
 use crate::proxy::limits::Slot;
@@ -37,30 +37,28 @@ pub enum Reply {
 /// SOCKS4's "request rejected or failed" (version 0, code 91), for a SOCKS4 client.
 const SOCKS4_REJECTED: [u8; 8] = [0x00, 0x5B, 0, 0, 0, 0, 0, 0];
 
+/// Serves the proxy protocol up to an open tunnel (`None`: the client was answered, or left).
 pub async fn serve(
     shared: &Shared,
     mut client: TcpStream,
     accepted: Accepted,
     admission: Result<Slot, Admission>,
-) {
+) -> Option<Tunnel> {
     let deadline = accepted.deadline(shared);
-    match handshake(&mut client, deadline).await {
+    let answer = match handshake(&mut client, deadline).await {
         Ok(target) => match open(shared, accepted, admission, target).await {
             Ok(opened) => {
                 let bound = opened.upstream.local_addr().ok();
-                if client
-                    .write_all(&reply(Reply::Succeeded, bound))
-                    .await
-                    .is_ok()
-                {
-                    opened.judge(shared, client, None).await;
-                }
+                let sent = client.write_all(&reply(Reply::Succeeded, bound)).await;
+                return sent.is_ok().then(|| opened.tunnel(client, None));
             }
-            Err(refusal) => answer_and_close(client, &reply(refusal_reply(refusal), None)).await,
+            Err(refusal) => reply(refusal_reply(refusal), None),
         },
-        Err(Failed::Answer(answer)) => answer_and_close(client, &answer).await,
-        Err(Failed::Silently) => {}
-    }
+        Err(Failed::Answer(answer)) => answer,
+        Err(Failed::Silently) => return None,
+    };
+    answer_and_close(client, &answer).await;
+    None
 }
 
 fn refusal_reply(refusal: Refusal) -> Reply {

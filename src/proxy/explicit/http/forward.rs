@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
-use super::super::{answer_and_close, open, Accepted, Host, Shared, Target};
+use super::super::{answer_and_close, open, Accepted, Host, Shared, Target, Tunnel};
 use super::{refusal_answer, status, MAX_HEAD};
 use crate::events::Detection;
 use crate::policy::Admission;
@@ -150,7 +150,7 @@ pub async fn serve(
     accepted: Accepted,
     admission: Result<Slot, Admission>,
     req: Absolute,
-) {
+) -> Option<Tunnel> {
     let Absolute {
         target,
         mut head,
@@ -162,14 +162,15 @@ pub async fn serve(
     head.resize(head_len + usize::try_from(body_len).unwrap_or(0), 0);
     match timeout_at(body_deadline, client.read_exact(&mut head[head_len..])).await {
         Ok(Ok(_)) => {}
-        Ok(Err(_)) => return,
+        Ok(Err(_)) => return None,
         Err(_) => {
             let answer = status(
                 408,
                 "Request Timeout",
                 "the request body did not arrive in time",
             );
-            return answer_and_close(client, &answer).await;
+            answer_and_close(client, &answer).await;
+            return None;
         }
     }
     let _ = SockRef::from(&client).shutdown(Shutdown::Read);
@@ -188,8 +189,11 @@ pub async fn serve(
                 sniffed,
                 buf: head,
             };
-            opened.judge(shared, client, Some(read)).await;
+            Some(opened.tunnel(client, Some(read)))
         }
-        Err(refusal) => answer_and_close(client, &refusal_answer(refusal)).await,
+        Err(refusal) => {
+            answer_and_close(client, &refusal_answer(refusal)).await;
+            None
+        }
     }
 }
