@@ -24,7 +24,6 @@ use crate::metrics::{Open, SegmentMetrics};
 use crate::policy::{Decision, Gate, Policy, Segment};
 use crate::sniff::Protocol;
 
-pub(super) use dial::connect;
 pub(super) use refuse::http_403;
 use verdict::verdict;
 

@@ -10,6 +10,7 @@
 mod agree;
 mod conn;
 mod detect;
+mod dial;
 mod explicit;
 mod in_force;
 mod limits;

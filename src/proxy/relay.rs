@@ -4,6 +4,7 @@
 //! drives both directions, the idle timer and the drain signal, so an idle connection's
 //! relay is a few words of state: no nested futures, no buffer, no pipe.
 
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
@@ -24,8 +25,31 @@ use crate::metrics::Traffic;
 #[cfg(target_os = "linux")]
 use super::splice;
 
-/// Most bytes moved per read: the default pipe capacity (16 pages).
+/// Most bytes moved per read: the default pipe capacity (16 pages), and the size of each
+/// thread's copy buffer.
 const CHUNK: usize = 64 * 1024;
+/// A read this large means bulk transfer: the direction switches from copying to splice(2)
+/// (one full TLS record). Below it, a read and a write cost less than two splices through
+/// a pipe (HAProxy's `splice-auto` makes the same choice).
+const BULK: usize = 16 * 1024;
+
+thread_local! {
+    /// Where copied bytes pass through: one buffer per data-path thread, so a connection
+    /// holds none of its own unless its destination cannot take a chunk whole.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; CHUNK].into_boxed_slice());
+}
+
+/// What one read-and-write of a copying direction did.
+enum Copied {
+    /// End of stream.
+    End,
+    /// The source had nothing.
+    Nothing,
+    /// A chunk was read and written whole.
+    Whole,
+    /// A chunk was read and only part of it written: `buf` keeps it.
+    Part,
+}
 // A chunk's length is kept in a u32.
 const _: () = assert!(CHUNK <= u32::MAX as usize);
 
@@ -148,6 +172,8 @@ struct Pump {
     buf: Box<[u8]>,
     /// No pipe could be had (or the platform has no splice): this direction copies.
     copying: bool,
+    /// A read brought `BULK` bytes or more: this direction splices from now on.
+    bulk: bool,
     /// The source said it had nothing: wait for it to become readable before reading.
     waiting: bool,
     /// End of stream reached and passed on.
@@ -247,9 +273,9 @@ impl<'a> Relay<'a> {
 }
 
 impl Pump {
-    /// Ready at end of stream. Uses splice(2) through a pipe where the platform has it, so
-    /// the bytes never enter user space; otherwise copies through a buffer that exists only
-    /// while data is flowing.
+    /// Ready at end of stream. Copies small exchanges through the thread's scratch buffer
+    /// (a read and a write each); once a read shows bulk transfer, uses splice(2) through a
+    /// pipe where the platform has it, so the bytes never enter user space.
     fn poll(
         &mut self,
         ends: &Ends<'_>,
@@ -257,7 +283,7 @@ impl Pump {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Failure>> {
         #[cfg(target_os = "linux")]
-        if !self.copying {
+        if self.bulk && !self.copying {
             return self.poll_splice(ends, last, cx);
         }
         self.poll_copy(ends, last, cx)
@@ -302,6 +328,9 @@ impl Pump {
         Poll::Ready(Ok(()))
     }
 
+    /// Copies through this thread's scratch buffer: each read is written on at once, and
+    /// only a chunk the destination cannot take whole is kept (in `buf`) until it can. A
+    /// read of `BULK` bytes or more switches the direction to splice(2).
     fn poll_copy(
         &mut self,
         ends: &Ends<'_>,
@@ -314,30 +343,51 @@ impl Pump {
                 let sent = self.poll_send(ends, last, cx, |sent, left| {
                     ends.to.try_write(&buf[sent..sent + left])
                 });
-                self.buf = buf;
+                // Kept only while the destination is full.
+                self.buf = if self.left > 0 { buf } else { Box::default() };
                 ready!(sent)?;
+            }
+            #[cfg(target_os = "linux")]
+            if self.bulk && !self.copying {
+                return self.poll_splice(ends, last, cx);
             }
             if self.waiting {
                 ready!(ends.from.poll_read_ready(cx)).map_err(|e| Failure::new(ends.reader, &e))?;
                 self.waiting = false;
             }
-            if self.buf.is_empty() {
-                self.buf = vec![0u8; CHUNK].into_boxed_slice();
-            }
-            match ends.from.try_read(&mut self.buf) {
-                Ok(0) => {
-                    self.buf = Box::default();
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(n) => self.read(n),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    // Nothing to read: give the buffer back while waiting.
-                    self.buf = Box::default();
-                    self.waiting = true;
-                }
-                Err(err) => return Poll::Ready(Err(Failure::new(ends.reader, &err))),
+            match SCRATCH.with_borrow_mut(|scratch| self.copy_once(ends, scratch))? {
+                Copied::End => return Poll::Ready(Ok(())),
+                Copied::Nothing => self.waiting = true,
+                Copied::Whole => self.moved(ends, last),
+                Copied::Part => {}
             }
         }
+    }
+
+    /// One read into `scratch` and as much of it written on as the destination takes now.
+    fn copy_once(&mut self, ends: &Ends<'_>, scratch: &mut [u8]) -> Result<Copied, Failure> {
+        let n = match ends.from.try_read(scratch) {
+            Ok(0) => return Ok(Copied::End),
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Copied::Nothing),
+            Err(err) => return Err(Failure::new(ends.reader, &err)),
+        };
+        self.read(n);
+        self.bulk |= n >= BULK;
+        let mut sent = 0;
+        while sent < n {
+            match ends.to.try_write(&scratch[sent..n]) {
+                Ok(m) => sent += m,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => return Err(Failure::new(ends.writer, &err)),
+            }
+        }
+        self.left = (n - sent) as u32;
+        if sent == n {
+            return Ok(Copied::Whole);
+        }
+        self.buf = scratch[..n].into();
+        Ok(Copied::Part)
     }
 
     /// Moves bytes with splice(2); holds a pipe only while bytes are in flight. Falls back
@@ -555,6 +605,60 @@ mod tests {
         });
         stop_tx.send(true).unwrap();
         assert_eq!(gateway.await.unwrap().reason, CloseReason::Shutdown);
+    }
+
+    #[tokio::test]
+    async fn small_exchanges_are_copied_and_bulk_switches_to_splice() {
+        let (mut client, gw_client) = pair().await;
+        let (mut server, gw_upstream) = pair().await;
+        let traffic = Traffic::default();
+        let mut relay = Relay::new(&gw_client, &gw_upstream, Duration::from_secs(30), &traffic);
+        let mut echoed = 0u64;
+        // Request and answer, a hundred times, each smaller than `BULK`.
+        for i in 0..100u8 {
+            let request = pattern(100 + usize::from(i), i);
+            client.write_all(&request).await.unwrap();
+            let mut got = vec![0u8; request.len()];
+            let (moved, read) = tokio::join!(
+                poll_fn(|cx| match relay.poll_direction(Peer::Client, cx) {
+                    Poll::Ready(done) => Poll::Ready(done),
+                    Poll::Pending if relay.up.bytes == echoed + request.len() as u64 => {
+                        Poll::Ready(Ok(()))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }),
+                server.read_exact(&mut got)
+            );
+            moved.unwrap();
+            read.unwrap();
+            assert_eq!(got, request);
+            echoed += request.len() as u64;
+        }
+        assert!(!relay.up.bulk, "small reads stay copied");
+        assert!(relay.up.buf.is_empty(), "no buffer held between reads");
+        #[cfg(target_os = "linux")]
+        assert!(relay.up.pipe.is_none());
+
+        let data = pattern(4_000_000, 9);
+        let expected = data.clone();
+        let sender = tokio::spawn(async move {
+            client.write_all(&data).await.unwrap();
+            client.shutdown().await.unwrap();
+            client
+        });
+        let (moved, got) = tokio::join!(
+            poll_fn(|cx| relay.poll_direction(Peer::Client, cx)),
+            async {
+                let mut got = Vec::new();
+                server.read_to_end(&mut got).await.unwrap();
+                got
+            }
+        );
+        moved.unwrap();
+        assert!(got == expected, "bulk stream differs");
+        assert!(relay.up.bulk, "a large read switched to splice");
+        assert_eq!(relay.up.bytes, echoed + 4_000_000);
+        drop(sender.await.unwrap());
     }
 
     #[tokio::test]

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::{timeout, Instant};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::refuse::refuse_connection;
 use super::{Next, Relaying};
@@ -16,6 +16,7 @@ use crate::events::CloseReason;
 use crate::metrics::Traffic;
 use crate::policy::{Decision, Refuse};
 use crate::proxy::agree::{server_answer, Answer};
+use crate::proxy::dial::connect;
 use crate::proxy::relay::Relayed;
 use crate::proxy::Shared;
 use crate::sniff::Protocol;
@@ -80,14 +81,15 @@ async fn dial(
     connected: Option<TcpStream>,
     replay: Vec<u8>,
 ) -> Result<TcpStream, CloseReason> {
-    let mut upstream = match connected {
-        Some(upstream) => upstream,
-        None => connect(destination, shared.limits.connect_timeout).await?,
-    };
-    if !replay.is_empty() && upstream.write_all(&replay).await.is_err() {
-        return Err(CloseReason::UpstreamError);
+    match connected {
+        Some(mut upstream) => {
+            if !replay.is_empty() && upstream.write_all(&replay).await.is_err() {
+                return Err(CloseReason::UpstreamError);
+            }
+            Ok(upstream)
+        }
+        None => connect(destination, shared.limits.connect_timeout, &replay).await,
     }
-    Ok(upstream)
 }
 
 /// A client-first connection dialled after its verdict, with the server's first turn.
@@ -181,29 +183,6 @@ pub(super) async fn finish_dialled(
         client_bytes: done.client_bytes,
         server_bytes: 0,
     })
-}
-
-/// Dials `destination` within `limit`; the failure is named as a close reason.
-pub(in crate::proxy) async fn connect(
-    destination: SocketAddr,
-    limit: Duration,
-) -> Result<TcpStream, CloseReason> {
-    let socket = match destination {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(|_| CloseReason::UpstreamError)?;
-    match timeout(limit, socket.connect(destination)).await {
-        Err(_) => Err(CloseReason::UpstreamTimeout),
-        Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Err(CloseReason::UpstreamRefused)
-        }
-        Ok(Err(_)) => Err(CloseReason::UpstreamUnreachable),
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-    }
 }
 
 /// Closes with RST: the client learns at once that the connection is gone.

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::dial::{connect, dial_and_listen, finish_dialled, forward, reset, server_first_forward};
+use super::dial::{dial_and_listen, finish_dialled, forward, reset, server_first_forward};
 use super::refuse::refuse_connection;
 use super::{Judged, Known, Next};
 use crate::events::{CloseReason, Detection};
 use crate::metrics::{Side, Tracked, Traffic};
 use crate::policy::{Decision, Gate, Policy, Reason, Refuse};
 use crate::proxy::detect::{client_first_turn, server_first_turn, ClientTurn, Detected};
+use crate::proxy::dial::connect;
 use crate::proxy::relay::Relayed;
 use crate::proxy::{InForce, Shared};
 use crate::sniff::{Protocol, Sniffed};
@@ -257,7 +258,7 @@ async fn inspect(
                 .limits
                 .connect_timeout
                 .min(deadline.saturating_duration_since(Instant::now()));
-            match connect(destination, limit).await {
+            match connect(destination, limit, &[]).await {
                 Ok(mut upstream) => Inspection {
                     detected: server_first_turn(&mut upstream, deadline, detect.max_bytes).await,
                     upstream: Upstream::Connected(upstream),

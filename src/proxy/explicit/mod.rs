@@ -23,6 +23,7 @@ use tokio::time::{timeout, Instant};
 
 use super::conn::{self, Known};
 use super::detect::Detected;
+use super::dial;
 use super::limits::Slot;
 use super::relay::Relayed;
 use super::{InForce, ListenerInfo, Shared};
@@ -236,7 +237,7 @@ async fn open(
             failure = CloseReason::UpstreamTimeout;
             break;
         }
-        match conn::connect(addr, left).await {
+        match dial::connect(addr, left, &[]).await {
             Ok(upstream) => {
                 let gate = policy.gate(accepted.peer.ip(), addr, Admission::Admitted);
                 return Ok(Opened {
