@@ -129,7 +129,11 @@ fn write_loop(rx: Receiver<Msg>, out: Box<dyn Write + Send>, target: &Target, dr
             match rx.try_recv() {
                 Ok(Msg::Line(line)) => {
                     unflushed += 1;
-                    if writeln!(out, "{line}").is_err() {
+                    if out
+                        .write_all(line.as_bytes())
+                        .and_then(|()| out.write_all(b"\n"))
+                        .is_err()
+                    {
                         out = lose(out, &mut unflushed, dropped);
                     }
                     wrote = true;

@@ -62,21 +62,39 @@ impl Default for OpenConnections {
 pub struct Open<'a> {
     table: &'a OpenConnections,
     id: u64,
-    tracked: Arc<Tracked>,
+    entry: Entry,
+}
+
+/// What an open connection keeps of its tracking.
+enum Entry {
+    /// Shared with the table, which lists it.
+    Listed(Arc<Tracked>),
+    /// Nothing lists it: only its segment's counters and its own byte counts, kept inline
+    /// (no allocation per connection).
+    Counted {
+        segment: Arc<SegmentMetrics>,
+        traffic: Traffic,
+    },
 }
 
 impl Open<'_> {
     pub fn traffic(&self) -> &Traffic {
-        &self.tracked.traffic
+        match &self.entry {
+            Entry::Listed(tracked) => &tracked.traffic,
+            Entry::Counted { traffic, .. } => traffic,
+        }
     }
 }
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
-        if self.table.listed {
-            self.table.shard(self.id).remove(&self.id);
+        match &self.entry {
+            Entry::Listed(tracked) => {
+                self.table.shard(self.id).remove(&self.id);
+                tracked.segment.left();
+            }
+            Entry::Counted { segment, .. } => segment.left(),
         }
-        self.tracked.segment.left();
     }
 }
 
@@ -112,16 +130,24 @@ impl OpenConnections {
 
     /// Enters a connection; it stays until the returned guard is dropped.
     pub fn open(&self, tracked: Tracked) -> Open<'_> {
+        tracked.segment.opened();
+        if !self.listed {
+            return Open {
+                table: self,
+                id: 0,
+                entry: Entry::Counted {
+                    segment: tracked.segment,
+                    traffic: tracked.traffic,
+                },
+            };
+        }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let tracked = Arc::new(tracked);
-        tracked.segment.opened();
-        if self.listed {
-            self.shard(id).insert(id, Arc::clone(&tracked));
-        }
+        self.shard(id).insert(id, Arc::clone(&tracked));
         Open {
             table: self,
             id,
-            tracked,
+            entry: Entry::Listed(tracked),
         }
     }
 

@@ -13,7 +13,6 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use socket2::SockRef;
-#[cfg(target_os = "linux")]
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -33,6 +32,12 @@ const CHUNK: usize = 64 * 1024;
 /// a pipe (HAProxy's `splice-auto` makes the same choice).
 const BULK: usize = 16 * 1024;
 
+/// send(2) flag: more follows (the FIN), so the kernel holds the bytes until it does.
+#[cfg(target_os = "linux")]
+const MORE: i32 = nix::libc::MSG_MORE;
+#[cfg(not(target_os = "linux"))]
+const MORE: i32 = 0;
+
 thread_local! {
     /// Where copied bytes pass through: one buffer per data-path thread, so a connection
     /// holds none of its own unless its destination cannot take a chunk whole.
@@ -45,8 +50,10 @@ enum Copied {
     End,
     /// The source had nothing.
     Nothing,
-    /// A chunk was read and written whole.
-    Whole,
+    /// A chunk was read and written whole; `drained`: the source had nothing more.
+    Whole { drained: bool },
+    /// A chunk was read and written whole, and its source has ended.
+    WholeThenEnd,
     /// A chunk was read and only part of it written: `buf` keeps it.
     Part,
 }
@@ -358,36 +365,81 @@ impl Pump {
             match SCRATCH.with_borrow_mut(|scratch| self.copy_once(ends, scratch))? {
                 Copied::End => return Poll::Ready(Ok(())),
                 Copied::Nothing => self.waiting = true,
-                Copied::Whole => self.moved(ends, last),
+                Copied::Whole { drained } => {
+                    self.moved(ends, last);
+                    // The source said it had nothing more: no read until it is readable.
+                    self.waiting = drained;
+                }
+                Copied::WholeThenEnd => {
+                    self.moved(ends, last);
+                    return Poll::Ready(Ok(()));
+                }
                 Copied::Part => {}
             }
         }
     }
 
-    /// One read into `scratch` and as much of it written on as the destination takes now.
+    /// Reads into `scratch` until the source has nothing more, has ended, or the buffer is
+    /// full, and writes on as much as the destination takes now. When the source has ended
+    /// the bytes are sent with `MSG_MORE`, so they leave in one segment with the FIN that
+    /// the shutdown (or close) sends next: a short response and its end cost one segment.
     fn copy_once(&mut self, ends: &Ends<'_>, scratch: &mut [u8]) -> Result<Copied, Failure> {
-        let n = match ends.from.try_read(scratch) {
-            Ok(0) => return Ok(Copied::End),
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Copied::Nothing),
-            Err(err) => return Err(Failure::new(ends.reader, &err)),
-        };
+        let mut n = 0;
+        let mut ended = false;
+        let mut drained = false;
+        let mut failed = None;
+        while n < scratch.len() {
+            match ends.from.try_read(&mut scratch[n..]) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(m) => n += m,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                Err(err) => {
+                    failed = Some(Failure::new(ends.reader, &err));
+                    break;
+                }
+            }
+        }
+        if n == 0 {
+            return match failed {
+                Some(failure) => Err(failure),
+                None if ended => Ok(Copied::End),
+                None => Ok(Copied::Nothing),
+            };
+        }
         self.read(n);
         self.bulk |= n >= BULK;
+        let flags = if ended { MORE } else { 0 };
         let mut sent = 0;
         while sent < n {
-            match ends.to.try_write(&scratch[sent..n]) {
+            let send = || SockRef::from(ends.to).send_with_flags(&scratch[sent..n], flags);
+            match ends.to.try_io(Interest::WRITABLE, send) {
                 Ok(m) => sent += m,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) => return Err(Failure::new(ends.writer, &err)),
             }
         }
         self.left = (n - sent) as u32;
-        if sent == n {
-            return Ok(Copied::Whole);
+        // A source that failed after sending bytes: they are passed on as far as they go
+        // now, then the failure (a reset) is.
+        if let Some(failure) = failed {
+            return Err(failure);
         }
-        self.buf = scratch[..n].into();
-        Ok(Copied::Part)
+        if sent < n {
+            // Kept until the destination takes them; an ended source reads as ended again.
+            self.buf = scratch[..n].into();
+            return Ok(Copied::Part);
+        }
+        Ok(if ended {
+            Copied::WholeThenEnd
+        } else {
+            Copied::Whole { drained }
+        })
     }
 
     /// Moves bytes with splice(2); holds a pipe only while bytes are in flight. Falls back
