@@ -3,7 +3,8 @@
 //! completes within connect(2) itself: then the bytes go out at once, without a turn of the
 //! event loop to learn that the socket is writable and a getsockopt(2) to learn that the
 //! connection succeeded. Otherwise (a real round trip away) this costs one send(2) that
-//! finds the socket still connecting, and the dial proceeds as usual.
+//! finds the socket still connecting, and the dial proceeds as usual. With nothing to send
+//! (an explicit proxy answers its client first), getpeername(2) plays the same part.
 
 use std::io;
 use std::net::SocketAddr;
@@ -45,9 +46,11 @@ pub async fn connect(
             Err(err) => return Err(connect_failure(&err)),
         }
     };
+    // Nothing to send: getpeername(2) tells whether the handshake has completed already.
+    let up = sent > 0 || (first.is_empty() && socket.peer_addr().is_ok());
     let stream = TcpStream::from_std(std::net::TcpStream::from(socket))
         .map_err(|_| CloseReason::UpstreamError)?;
-    if sent == 0 {
+    if !up {
         // Connected once writable, or failed: SO_ERROR says which.
         match timeout(limit, stream.writable()).await {
             Err(_) => return Err(CloseReason::UpstreamTimeout),
