@@ -220,7 +220,10 @@ async fn open(
             }
         },
     };
-    if let Some(own) = addrs.iter().find(|a| resolve::is_own(a.ip())) {
+    // An address literal was checked before the gate (`literal_self`); a name's addresses
+    // are all checked now, before any is dialled.
+    let named = matches!(target.host, Host::Name(_));
+    if let Some(own) = addrs.iter().find(|a| named && resolve::is_own(a.ip())) {
         known.flow.destination = *own;
         if let Gate::Decided(decision) =
             policy.gate(accepted.peer.ip(), *own, Admission::SelfDestination)
