@@ -290,12 +290,23 @@ pub fn line<T: Serialize>(doc: &T) -> String {
     // Room for a whole decision event from the start: growing from serde_json's 128 bytes
     // took four reallocations and copies per event.
     let mut out = Vec::with_capacity(LINE);
-    // Serializing these structs cannot fail: every key is a string and nothing is a map;
-    // serde_json writes only UTF-8.
-    if serde_json::to_writer(&mut out, doc).is_err() {
+    if !write_line(doc, &mut out) {
         return String::new();
     }
+    // serde_json writes only UTF-8.
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends a document as one JSON line (without the newline) to `out`; false, with `out`
+/// as it was, if it could not be serialized (these documents always can: every key is a
+/// string and nothing is a map).
+pub fn write_line<T: Serialize>(doc: &T, out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    if serde_json::to_writer(&mut *out, doc).is_err() {
+        out.truncate(start);
+        return false;
+    }
+    true
 }
 
 /// Room reserved for one event line: a decision event with TLS metadata is about 1 KB.

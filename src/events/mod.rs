@@ -13,7 +13,9 @@ use serde::Serialize;
 
 use crate::policy::{Action, Mode, Reason};
 use crate::sniff::{Protocol, Sniffed};
-use ecs::{line, Details, Endpoint, Event, Network, Observed, Rule, Threat, Timestamp, T1571};
+use ecs::{
+    line, write_line, Details, Endpoint, Event, Network, Observed, Rule, Threat, Timestamp, T1571,
+};
 
 pub use sink::{Sink, SinkError, Target, Writer};
 
@@ -202,13 +204,23 @@ impl DecisionEvent<'_> {
     /// As `to_json`, with `destination.domain`: the host name the client asked an explicit
     /// proxy for.
     pub fn to_json_for(&self, domain: Option<&str>) -> String {
+        line(&self.doc(domain))
+    }
+
+    /// Appends the event's JSON line (without its newline) to `out`, as [`Sink::emit_with`]
+    /// wants it; false if it could not be written.
+    pub fn write_json_for(&self, domain: Option<&str>, out: &mut Vec<u8>) -> bool {
+        write_line(&self.doc(domain), out)
+    }
+
+    fn doc<'b>(&'b self, domain: Option<&'b str>) -> DecisionDoc<'b> {
         let alert = self.would_block;
         let (types, outcome): (&'static [&'static str], _) = match self.action {
             Action::Blocked => (&["connection", "denied"], "failure"),
             Action::Allowed | Action::Alerted => (&["connection", "allowed"], "success"),
         };
         let (observed, details) = self.sniffed.map(ecs::observed).unwrap_or_default();
-        line(&DecisionDoc {
+        DecisionDoc {
             timestamp: Timestamp(self.at),
             event: Event {
                 kind: if alert { "alert" } else { "event" },
@@ -243,7 +255,7 @@ impl DecisionEvent<'_> {
                 server_protocol: self.server_protocol.map(Protocol::name),
                 replay: self.capture.map(|file| Capture { file }),
             },
-        })
+        }
     }
 }
 
@@ -272,11 +284,20 @@ impl CloseEvent<'_> {
 
     /// As `to_json`, with `destination.domain` (see [`DecisionEvent::to_json_for`]).
     pub fn to_json_for(&self, domain: Option<&str>) -> String {
+        line(&self.doc(domain))
+    }
+
+    /// As [`DecisionEvent::write_json_for`].
+    pub fn write_json_for(&self, domain: Option<&str>, out: &mut Vec<u8>) -> bool {
+        write_line(&self.doc(domain), out)
+    }
+
+    fn doc<'b>(&'b self, domain: Option<&'b str>) -> CloseDoc<'b> {
         let mut source = Endpoint::of(self.flow.source);
         source.bytes = Some(self.client_bytes);
         let mut destination = Endpoint::destination(self.flow.destination, domain);
         destination.bytes = Some(self.server_bytes);
-        line(&CloseDoc {
+        CloseDoc {
             timestamp: Timestamp(self.at),
             event: Event {
                 kind: "event",
@@ -299,7 +320,7 @@ impl CloseEvent<'_> {
                 close_reason: self.reason.name(),
                 listener: self.flow.listener,
             },
-        })
+        }
     }
 }
 

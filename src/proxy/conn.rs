@@ -127,26 +127,27 @@ impl Known {
             .unwrap_or(shared.metrics().unsegmented());
         let protocol = sniffed.map_or(Protocol::Unknown, |s| s.protocol);
         counted.decided(decision.action, decision.reason, protocol);
-        shared.events.emit(
-            DecisionEvent {
-                at: self.at,
-                flow: self.flow,
-                action: decision.action,
-                reason: decision.reason,
-                segment: segment.map(|s| s.name.as_str()),
-                mode: segment.map(|s| s.mode),
-                rule_id: policy.rule(decision).map(|r| r.id.as_str()),
-                policy_version: &policy.version,
-                protocol,
-                sniffed,
-                detection: detected.map_or(Detection::Skipped, |d| d.stop),
-                expected_protocols: &decision.expected_protocols,
-                would_block: decision.would_block(),
-                server_protocol,
-                capture: None,
-            }
-            .to_json_for(self.domain.as_deref()),
-        );
+        let event = DecisionEvent {
+            at: self.at,
+            flow: self.flow,
+            action: decision.action,
+            reason: decision.reason,
+            segment: segment.map(|s| s.name.as_str()),
+            mode: segment.map(|s| s.mode),
+            rule_id: policy.rule(decision).map(|r| r.id.as_str()),
+            policy_version: &policy.version,
+            protocol,
+            sniffed,
+            detection: detected.map_or(Detection::Skipped, |d| d.stop),
+            expected_protocols: &decision.expected_protocols,
+            would_block: decision.would_block(),
+            server_protocol,
+            capture: None,
+        };
+        let domain = self.domain.as_deref();
+        shared
+            .events
+            .emit_with(|out| event.write_json_for(domain, out));
         Arc::clone(counted)
     }
 
@@ -164,20 +165,21 @@ impl Known {
         if let Some(counted) = counted {
             counted.closed(relayed.client_bytes, relayed.server_bytes);
         }
-        shared.events.emit(
-            CloseEvent {
-                at: SystemTime::now(),
-                flow: self.flow,
-                segment,
-                policy_version: &policy.version,
-                protocol,
-                client_bytes: relayed.client_bytes,
-                server_bytes: relayed.server_bytes,
-                duration: self.accepted.elapsed(),
-                reason: relayed.reason,
-            }
-            .to_json_for(self.domain.as_deref()),
-        );
+        let event = CloseEvent {
+            at: SystemTime::now(),
+            flow: self.flow,
+            segment,
+            policy_version: &policy.version,
+            protocol,
+            client_bytes: relayed.client_bytes,
+            server_bytes: relayed.server_bytes,
+            duration: self.accepted.elapsed(),
+            reason: relayed.reason,
+        };
+        let domain = self.domain.as_deref();
+        shared
+            .events
+            .emit_with(|out| event.write_json_for(domain, out));
     }
 }
 
