@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::policy::{Action, Mode, Reason};
+use crate::policy::{Action, Decision, Mode, Policy, Reason};
 use crate::sniff::{Protocol, Sniffed};
 use ecs::{
     line, write_line, Details, Endpoint, Event, Network, Observed, Rule, Threat, Timestamp, T1571,
@@ -194,6 +194,39 @@ struct DecisionDetails<'a> {
 #[derive(Serialize)]
 struct Capture<'a> {
     file: &'a str,
+}
+
+impl<'a> DecisionEvent<'a> {
+    /// The event for `decision` under `policy` (its segment, mode, rule and version), about
+    /// `flow`, with what detection saw; the same for live connections and replayed flows.
+    pub fn of(
+        policy: &'a Policy,
+        decision: &'a Decision,
+        at: SystemTime,
+        flow: Flow,
+        sniffed: Option<&'a Sniffed>,
+        detection: Detection,
+        server_protocol: Option<Protocol>,
+    ) -> DecisionEvent<'a> {
+        let segment = policy.segment(decision);
+        DecisionEvent {
+            at,
+            flow,
+            action: decision.action,
+            reason: decision.reason,
+            segment: segment.map(|s| s.name.as_str()),
+            mode: segment.map(|s| s.mode),
+            rule_id: policy.rule(decision).map(|r| r.id.as_str()),
+            policy_version: &policy.version,
+            protocol: sniffed.map_or(Protocol::Unknown, |s| s.protocol),
+            sniffed,
+            detection,
+            expected_protocols: &decision.expected_protocols,
+            would_block: decision.would_block(),
+            server_protocol,
+            capture: None,
+        }
+    }
 }
 
 impl DecisionEvent<'_> {

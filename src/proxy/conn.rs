@@ -120,30 +120,22 @@ impl Known {
     ) -> Arc<SegmentMetrics> {
         let policy = &in_force.policy;
         let sniffed = detected.and_then(|d| d.sniffed.as_ref());
-        let segment = policy.segment(decision);
         let counted = decision
             .segment
             .and_then(|i| in_force.segments.get(i))
             .unwrap_or(shared.metrics().unsegmented());
         let protocol = sniffed.map_or(Protocol::Unknown, |s| s.protocol);
         counted.decided(decision.action, decision.reason, protocol);
-        let event = DecisionEvent {
-            at: self.at,
-            flow: self.flow,
-            action: decision.action,
-            reason: decision.reason,
-            segment: segment.map(|s| s.name.as_str()),
-            mode: segment.map(|s| s.mode),
-            rule_id: policy.rule(decision).map(|r| r.id.as_str()),
-            policy_version: &policy.version,
-            protocol,
+        let detection = detected.map_or(Detection::Skipped, |d| d.stop);
+        let event = DecisionEvent::of(
+            policy,
+            decision,
+            self.at,
+            self.flow,
             sniffed,
-            detection: detected.map_or(Detection::Skipped, |d| d.stop),
-            expected_protocols: &decision.expected_protocols,
-            would_block: decision.would_block(),
+            detection,
             server_protocol,
-            capture: None,
-        };
+        );
         let domain = self.domain.as_deref();
         shared
             .events

@@ -384,26 +384,23 @@ impl Ctx<'_> {
         let policy = self.policy;
         let segment = policy.segment(decision);
         let protocol = sniffed.map_or(Protocol::Unknown, |s| s.protocol);
+        let flow = EventFlow {
+            source: who.client,
+            destination: who.server,
+            listener: "replay",
+        };
+        let at = UNIX_EPOCH + who.first_at;
         let json = DecisionEvent {
-            at: UNIX_EPOCH + who.first_at,
-            flow: EventFlow {
-                source: who.client,
-                destination: who.server,
-                listener: "replay",
-            },
-            action: decision.action,
-            reason: decision.reason,
-            segment: segment.map(|s| s.name.as_str()),
-            mode: segment.map(|s| s.mode),
-            rule_id: policy.rule(decision).map(|r| r.id.as_str()),
-            policy_version: &policy.version,
-            protocol,
-            sniffed,
-            detection,
-            expected_protocols: &decision.expected_protocols,
-            would_block: decision.would_block(),
-            server_protocol,
             capture: Some(self.file),
+            ..DecisionEvent::of(
+                policy,
+                decision,
+                at,
+                flow,
+                sniffed,
+                detection,
+                server_protocol,
+            )
         }
         .to_json();
         Judged {
