@@ -692,7 +692,20 @@ mod tests {
         assert!(relay.up.pipe.is_none());
 
         let data = pattern(4_000_000, 9);
-        let expected = data.clone();
+        let got = send_up(&mut relay, client, &mut server, data.clone()).await;
+        assert!(got == data, "bulk stream differs");
+        assert!(relay.up.bulk, "a large read switched to splice");
+        assert_eq!(relay.up.bytes, echoed + 4_000_000);
+    }
+
+    /// Writes `data` from `client` and half-closes it while `relay` moves the client's
+    /// direction to its end; returns what `server` received.
+    async fn send_up(
+        relay: &mut Relay<'_>,
+        mut client: TcpStream,
+        server: &mut TcpStream,
+        data: Vec<u8>,
+    ) -> Vec<u8> {
         let sender = tokio::spawn(async move {
             client.write_all(&data).await.unwrap();
             client.shutdown().await.unwrap();
@@ -707,42 +720,25 @@ mod tests {
             }
         );
         moved.unwrap();
-        assert!(got == expected, "bulk stream differs");
-        assert!(relay.up.bulk, "a large read switched to splice");
-        assert_eq!(relay.up.bytes, echoed + 4_000_000);
         drop(sender.await.unwrap());
+        got
     }
 
     #[tokio::test]
     async fn copy_fallback_relays_in_order_and_half_closes() {
-        let (mut client, gw_client) = pair().await;
+        let (client, gw_client) = pair().await;
         let (mut server, gw_upstream) = pair().await;
         let data = pattern(5_000_000, 3);
-        let expected = data.clone();
-        let sender = tokio::spawn(async move {
-            client.write_all(&data).await.unwrap();
-            client.shutdown().await.unwrap();
-            client
-        });
         let traffic = Traffic::default();
         let mut relay = Relay::new(&gw_client, &gw_upstream, Duration::from_secs(30), &traffic);
         relay.up.copying = true;
-        let (moved, got) = tokio::join!(
-            poll_fn(|cx| relay.poll_direction(Peer::Client, cx)),
-            async {
-                let mut got = Vec::new();
-                server.read_to_end(&mut got).await.unwrap();
-                got
-            }
-        );
-        moved.unwrap();
-        assert!(got == expected, "copied stream differs");
+        let got = send_up(&mut relay, client, &mut server, data.clone()).await;
+        assert!(got == data, "copied stream differs");
         assert_eq!(relay.up.bytes, 5_000_000);
         assert_eq!(
             traffic.upstream.load(Ordering::Relaxed),
             5_000_000,
             "counted live too"
         );
-        drop(sender.await.unwrap());
     }
 }
