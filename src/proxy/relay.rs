@@ -335,9 +335,9 @@ impl Pump {
         Poll::Ready(Ok(()))
     }
 
-    /// Copies through this thread's scratch buffer: each read is written on at once, and
-    /// only a chunk the destination cannot take whole is kept (in `buf`) until it can. A
-    /// read of `BULK` bytes or more switches the direction to splice(2).
+    /// Copies through this thread's scratch buffer: what has arrived is read and written on
+    /// at once, and only a chunk the destination cannot take whole is kept (in `buf`) until
+    /// it can. A read of `BULK` bytes or more switches the direction to splice(2).
     fn poll_copy(
         &mut self,
         ends: &Ends<'_>,
@@ -425,9 +425,11 @@ impl Pump {
             }
         }
         self.left = (n - sent) as u32;
-        // A source that failed after sending bytes: they are passed on as far as they go
-        // now, then the failure (a reset) is.
+        // A source that failed after sending bytes: they are passed on (and counted) as far
+        // as they go now, then the failure (a reset) is.
         if let Some(failure) = failed {
+            self.bytes += sent as u64;
+            ends.live.fetch_add(sent as u64, Ordering::Relaxed);
             return Err(failure);
         }
         if sent < n {
