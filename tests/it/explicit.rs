@@ -114,6 +114,82 @@ fn https_through_both_proxies_is_allowed_and_large_transfers_arrive_intact() {
     }
 }
 
+/// A client that does not wait for the `200` (Python's TLS writing its ClientHello in the
+/// same write as the CONNECT head): the bytes after the head are the tunnel's first turn,
+/// judged like any other and delivered whole, and the page comes back through the tunnel.
+#[test]
+fn bytes_sent_with_the_connect_head_are_the_tunnels_first_turn() {
+    let Some(p) = ProxyLab::start() else { return };
+    let script = format!(
+        r#"
+import socket, ssl
+ctx = ssl.create_default_context(cafile={ca:?})
+incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(incoming, outgoing, server_hostname="web.lab.test")
+try:
+    tls.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+s = socket.create_connection(("10.77.1.1", 3128), timeout=20)
+connect = b"CONNECT web.lab.test:443 HTTP/1.1\r\nHost: web.lab.test:443\r\n\r\n"
+s.sendall(connect + outgoing.read())
+got = b""
+while b"\r\n\r\n" not in got:
+    more = s.recv(65536)
+    if not more:
+        raise SystemExit("closed before the proxy answered")
+    got += more
+head, rest = got.split(b"\r\n\r\n", 1)
+incoming.write(rest)
+def flush():
+    out = outgoing.read()
+    if out:
+        s.sendall(out)
+def receive():
+    more = s.recv(65536)
+    if not more:
+        incoming.write_eof()
+    incoming.write(more)
+    return bool(more)
+while True:
+    try:
+        tls.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        flush()
+        if not receive():
+            raise SystemExit("closed during the handshake")
+flush()
+tls.write(b"GET / HTTP/1.0\r\nHost: web.lab.test\r\n\r\n")
+flush()
+body = b""
+while True:
+    try:
+        chunk = tls.read(65536)
+    except ssl.SSLWantReadError:
+        if receive():
+            continue
+        break
+    except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+        break
+    if not chunk:
+        break
+    body += chunk
+print(head.split(b"\r\n")[0].decode())
+print(body.split(b"\r\n\r\n", 1)[1].decode(), end="")
+"#,
+        ca = ca()
+    );
+    let out = p.python(&script);
+    let (status, page) = out.split_once('\n').unwrap_or((&out, ""));
+    assert_eq!(status, "HTTP/1.1 200 Connection established");
+    assert_eq!(page, p.lab.page().trim_end());
+    let e = p.conn("http_proxy", "web.lab.test", 443);
+    assert_eq!(e.d("/event/action"), "allowed");
+    assert_eq!(e.d("/network/protocol"), "tls");
+    assert_eq!(e.d("/tls/client/server_name"), "web.lab.test");
+}
+
 /// OpenSSH tunnelled through `CONNECT ssh.lab.test:443` / SOCKS5: refused as
 /// `protocol_not_allowed` on its first bytes, and sshd never gets one of them.
 #[test]
