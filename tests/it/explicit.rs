@@ -386,6 +386,27 @@ fn absolute_form_requests_are_forwarded_without_proxy_credentials() {
     assert_eq!(e.d("/event/action"), "allowed");
     assert_eq!(e.d("/network/protocol"), "http");
     assert_eq!(e.d("/http/request/method"), "GET");
+
+    // A request body (Content-Length) arrives whole, after the rewritten head.
+    let form = "note=".to_owned() + &"0123456789".repeat(3000);
+    let out = p.lab.curl(
+        CB,
+        &[
+            "-x",
+            &format!("http://{HTTP_PROXY}"),
+            "--data-binary",
+            &form,
+            "http://other.lab.test:8080/submit",
+        ],
+    );
+    assert_eq!(
+        ok_stdout(&out),
+        format!("POST /submit HTTP/1.1\n{form}"),
+        "request line and body as the server got them"
+    );
+    // (Another name of the same server: one connection per name and port in the events.)
+    let e = p.conn("http_proxy", "other.lab.test", ECHO_PORT);
+    assert_eq!(e.d("/http/request/method"), "POST");
 }
 
 /// A monitor segment through the proxies: what block mode would refuse is forwarded and

@@ -114,6 +114,13 @@ impl ProxyLab {
             \x20       self.send_header('Content-Length', str(len(body)))\n\
             \x20       self.end_headers()\n\
             \x20       self.wfile.write(body)\n\
+            \x20   def do_POST(self):\n\
+            \x20       sent = self.rfile.read(int(self.headers['Content-Length']))\n\
+            \x20       body = (self.requestline + '\\n').encode() + sent\n\
+            \x20       self.send_response(200)\n\
+            \x20       self.send_header('Content-Length', str(len(body)))\n\
+            \x20       self.end_headers()\n\
+            \x20       self.wfile.write(body)\n\
             http.server.ThreadingHTTPServer(('10.77.2.2', 8080), H).serve_forever()\n";
         me.spawn(SRV, "echo", &["python3", "-c", echo]);
         let bin = env!("CARGO_BIN_EXE_portcullis");
