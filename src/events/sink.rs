@@ -80,10 +80,6 @@ impl Sink {
         Ok((Sink { queue }, Writer { handle }))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Batch> {
-        self.queue.lock()
-    }
-
     /// Queues one event line; drops (and counts) it when the writer is behind.
     pub fn emit(&self, line: String) {
         self.emit_with(|out| {
@@ -96,7 +92,7 @@ impl Sink {
     /// returns false when it could not write the line, and whatever it appended is taken
     /// back. Drops (and counts) the line when the writer is behind.
     pub fn emit_with(&self, write: impl FnOnce(&mut Vec<u8>) -> bool) {
-        let mut batch = self.lock();
+        let mut batch = self.queue.lock();
         if batch.finish || batch.bytes.len() >= BATCH_MAX {
             drop(batch);
             self.queue.dropped.fetch_add(1, Ordering::Relaxed);
@@ -116,7 +112,7 @@ impl Sink {
     pub fn reopen(&self) {
         let (done, reopened) = mpsc::sync_channel(1);
         {
-            let mut batch = self.lock();
+            let mut batch = self.queue.lock();
             if batch.finish {
                 return;
             }
@@ -140,7 +136,7 @@ impl Queue {
 impl Writer {
     /// Writes every event queued so far and stops the writer; later events are dropped.
     pub fn finish(self, sink: &Sink) {
-        sink.lock().finish = true;
+        sink.queue.lock().finish = true;
         let _ = self.handle.join();
     }
 }

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -48,7 +49,7 @@ pub async fn connect(
     };
     // Nothing to send: getpeername(2) tells whether the handshake has completed already.
     let up = sent > 0 || (first.is_empty() && socket.peer_addr().is_ok());
-    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))
+    let mut stream = TcpStream::from_std(std::net::TcpStream::from(socket))
         .map_err(|_| CloseReason::UpstreamError)?;
     if !up {
         // Connected once writable, or failed: SO_ERROR says which.
@@ -62,7 +63,8 @@ pub async fn connect(
             Ok(Some(err)) | Err(err) => return Err(connect_failure(&err)),
         }
     }
-    write_all(&stream, &first[sent..])
+    stream
+        .write_all(&first[sent..])
         .await
         .map_err(|_| CloseReason::UpstreamError)?;
     Ok(stream)
@@ -77,18 +79,6 @@ fn connect_failure(err: &io::Error) -> CloseReason {
     } else {
         CloseReason::UpstreamUnreachable
     }
-}
-
-async fn write_all(to: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        to.writable().await?;
-        match to.try_write(buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -522,6 +522,18 @@ mod tests {
         (outside, inside)
     }
 
+    /// The gateway's relay between its two ends, on a task of its own.
+    fn spawn_relay(
+        gw_client: TcpStream,
+        gw_upstream: TcpStream,
+        idle: Duration,
+        stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<Relayed> {
+        tokio::spawn(async move {
+            relay(&gw_client, &gw_upstream, idle, stop, &Traffic::default()).await
+        })
+    }
+
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -533,16 +545,7 @@ mod tests {
         let (mut client, gw_client) = pair().await;
         let (mut server, gw_upstream) = pair().await;
         let (_stop_tx, stop) = watch::channel(false);
-        let gateway = tokio::spawn(async move {
-            relay(
-                &gw_client,
-                &gw_upstream,
-                Duration::from_secs(30),
-                stop,
-                &Traffic::default(),
-            )
-            .await
-        });
+        let gateway = spawn_relay(gw_client, gw_upstream, Duration::from_secs(30), stop);
         let request = pattern(100_000, 1);
         let response = pattern(3_000_000, 7);
         let expected_response = response.clone();
@@ -575,16 +578,7 @@ mod tests {
         let (mut client, gw_client) = pair().await;
         let (server, gw_upstream) = pair().await;
         let (_stop_tx, stop) = watch::channel(false);
-        let gateway = tokio::spawn(async move {
-            relay(
-                &gw_client,
-                &gw_upstream,
-                Duration::from_secs(30),
-                stop,
-                &Traffic::default(),
-            )
-            .await
-        });
+        let gateway = spawn_relay(gw_client, gw_upstream, Duration::from_secs(30), stop);
         SockRef::from(&server)
             .set_linger(Some(Duration::ZERO))
             .unwrap();
@@ -617,11 +611,7 @@ mod tests {
         let (mut client, gw_client) = pair().await;
         let (mut server, gw_upstream) = pair().await;
         let (_stop_tx, stop) = watch::channel(false);
-        let gateway = tokio::spawn(async move {
-            let idle = Duration::from_millis(300);
-            let traffic = Traffic::default();
-            relay(&gw_client, &gw_upstream, idle, stop, &traffic).await
-        });
+        let gateway = spawn_relay(gw_client, gw_upstream, Duration::from_millis(300), stop);
         // A byte every 60 ms for well over the idle timeout, alternating directions.
         let started = Instant::now();
         let mut byte = [0u8; 1];
@@ -647,16 +637,7 @@ mod tests {
         let (_client, gw_client) = pair().await;
         let (_server, gw_upstream) = pair().await;
         let (stop_tx, stop) = watch::channel(false);
-        let gateway = tokio::spawn(async move {
-            relay(
-                &gw_client,
-                &gw_upstream,
-                Duration::from_secs(30),
-                stop,
-                &Traffic::default(),
-            )
-            .await
-        });
+        let gateway = spawn_relay(gw_client, gw_upstream, Duration::from_secs(30), stop);
         stop_tx.send(true).unwrap();
         assert_eq!(gateway.await.unwrap().reason, CloseReason::Shutdown);
     }
