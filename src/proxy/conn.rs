@@ -42,7 +42,16 @@ pub async fn handle(
         in_force,
         gate,
     } = arrive(&shared, listener, client, peer);
-    judge(&shared, &in_force, gate, client, &known, None, None).await;
+    judge(
+        &shared,
+        &in_force,
+        gate,
+        client,
+        &known,
+        None,
+        Early::Nothing,
+    )
+    .await;
     drop(slot);
 }
 
@@ -60,7 +69,6 @@ struct Arrived {
 fn arrive(shared: &Shared, listener: ListenerInfo, client: TcpStream, peer: SocketAddr) -> Arrived {
     let accepted = Instant::now();
     let at = SystemTime::now();
-    let _ = client.set_nodelay(true);
     // A listener bound to one address accepts only on it: no getsockname(2) needed.
     let local = if listener.addr.ip().is_unspecified() {
         client.local_addr().unwrap_or(listener.addr)
@@ -175,13 +183,24 @@ impl Known {
     }
 }
 
+/// What an explicit proxy read of the client's first turn before it handed the tunnel over.
+pub(super) enum Early {
+    /// Nothing: detection reads the turn from the socket.
+    Nothing,
+    /// The turn's first bytes, which came with the proxy request (a client that did not wait
+    /// for the `200` of its `CONNECT`): detection starts from them.
+    Begun(Vec<u8>),
+    /// The whole turn, read and rewritten by the proxy (an absolute-form request), judged as
+    /// detection would have judged it.
+    Read(Detected),
+}
+
 /// Everything after "the client and its destination are known", the same for every
 /// listener: detection (client first, then the server's banner), decision, the server's
 /// first turn confirming a client-first verdict, refusal or relay, one decision event and
 /// one close event. `dialled` is the upstream an explicit proxy connected before answering
-/// its client; it is sent nothing until the verdict. `read` is the client's first turn when
-/// the proxy protocol has read it already (an absolute-form request, rewritten): it is
-/// judged as detection would have judged it.
+/// its client; it is sent nothing until the verdict. `early` is what the proxy protocol read
+/// of the client's first turn already.
 ///
 /// Everything up to the relay runs in a future of its own on the heap, freed before the
 /// relay starts: a task is as large as its largest await state, and an idle relayed
@@ -194,10 +213,10 @@ pub(super) fn judge<'a>(
     client: TcpStream,
     known: &'a Known,
     dialled: Option<TcpStream>,
-    read: Option<Detected>,
+    early: Early,
 ) -> impl Future<Output = ()> + Send + 'a {
     let verdict = Box::pin(verdict(
-        shared, in_force, gate, client, known, dialled, read,
+        shared, in_force, gate, client, known, dialled, early,
     ));
     async move {
         let Judged {

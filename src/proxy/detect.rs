@@ -28,9 +28,13 @@ pub enum ClientTurn {
 
 /// Reads the client's first turn until the sniffers agree, the deadline passes, the peer
 /// stops sending, or `max_bytes` are buffered. A client that sends nothing at all before
-/// `silence` has passed is `Silent`. Never holds more than `max_bytes`.
+/// `silence` has passed is `Silent`. `begun` is what an explicit proxy already read of the
+/// turn (bytes the client sent straight after its `CONNECT`): the turn starts with it, so a
+/// client that sent any byte is never silent. Holds no more than `max_bytes`, or `begun`
+/// when that is longer.
 pub async fn client_first_turn<R>(
     reader: &mut R,
+    begun: Vec<u8>,
     deadline: Instant,
     silence: Instant,
     max_bytes: usize,
@@ -40,6 +44,7 @@ where
 {
     match first_turn(
         reader,
+        begun,
         deadline,
         Some(silence),
         max_bytes,
@@ -57,7 +62,15 @@ pub async fn server_first_turn<R>(reader: &mut R, deadline: Instant, max_bytes: 
 where
     R: AsyncRead + Unpin,
 {
-    let detected = first_turn(reader, deadline, None, max_bytes, sniff::sniff_server).await;
+    let detected = first_turn(
+        reader,
+        Vec::new(),
+        deadline,
+        None,
+        max_bytes,
+        sniff::sniff_server,
+    )
+    .await;
     detected.unwrap_or_else(|| Detected {
         sniffed: None,
         stop: Detection::Timeout,
@@ -65,9 +78,10 @@ where
     })
 }
 
-/// `None` when `silence` passed with not a byte read.
+/// `None` when `silence` passed with not a byte read (`begun` is empty then).
 async fn first_turn<R, F>(
     reader: &mut R,
+    begun: Vec<u8>,
     deadline: Instant,
     silence: Option<Instant>,
     max_bytes: usize,
@@ -77,10 +91,18 @@ where
     R: AsyncRead + Unpin,
     F: Fn(&[u8]) -> Verdict<Sniffed>,
 {
-    let mut buf = vec![0u8; INITIAL.min(max_bytes)];
-    let mut filled = 0;
+    let mut filled = begun.len();
+    let mut buf = begun;
+    buf.resize(filled.max(INITIAL.min(max_bytes)), 0);
     let stop = loop {
-        if filled == buf.len() {
+        if filled > 0 {
+            match sniff(&buf[..filled]) {
+                Verdict::Match(sniffed) => break Ok(sniffed),
+                Verdict::NoMatch => break Err(Detection::NoMatch),
+                Verdict::NeedMore => {}
+            }
+        }
+        if filled >= buf.len() {
             if buf.len() >= max_bytes {
                 break Err(Detection::TooLarge);
             }
@@ -97,11 +119,6 @@ where
             Ok(Err(_)) => break Err(Detection::ReadError),
             Ok(Ok(0)) => break Err(Detection::Eof),
             Ok(Ok(n)) => filled += n,
-        }
-        match sniff(&buf[..filled]) {
-            Verdict::Match(sniffed) => break Ok(sniffed),
-            Verdict::NoMatch => break Err(Detection::NoMatch),
-            Verdict::NeedMore => {}
         }
     };
     buf.truncate(filled);
@@ -132,9 +149,16 @@ mod tests {
         max_bytes: usize,
         sniff: impl Fn(&[u8]) -> Verdict<Sniffed>,
     ) -> Detected {
-        first_turn(reader, Instant::now() + budget, None, max_bytes, sniff)
-            .await
-            .unwrap()
+        first_turn(
+            reader,
+            Vec::new(),
+            Instant::now() + budget,
+            None,
+            max_bytes,
+            sniff,
+        )
+        .await
+        .unwrap()
     }
     use tokio::io::AsyncWriteExt;
 
@@ -232,6 +256,7 @@ mod tests {
         let start = Instant::now();
         let silent = first_turn(
             &mut server,
+            Vec::new(),
             start + Duration::from_secs(5),
             Some(start + Duration::from_millis(250)),
             16389,
@@ -254,6 +279,7 @@ mod tests {
         let start = Instant::now();
         let spoke = first_turn(
             &mut server,
+            Vec::new(),
             start + Duration::from_secs(5),
             Some(start + Duration::from_millis(250)),
             16389,
@@ -262,5 +288,68 @@ mod tests {
         .await
         .unwrap();
         assert_eq!((spoke.stop, spoke.buf.len()), (Detection::Matched, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_begun_by_the_proxy_is_judged_first_and_never_silent() {
+        let start = Instant::now();
+        let turn = |begun: &[u8], n| {
+            let begun = begun.to_vec();
+            async move {
+                let (_client, mut server) = tokio::io::duplex(64);
+                first_turn(
+                    &mut server,
+                    begun,
+                    start + Duration::from_secs(5),
+                    Some(start + Duration::from_millis(250)),
+                    8,
+                    wants(n),
+                )
+                .await
+                .unwrap()
+            }
+        };
+        // Already whole: matched without a read (the socket never sends a byte).
+        let whole = turn(b"xxx", 3).await;
+        assert_eq!(
+            (whole.stop, whole.buf.as_slice()),
+            (Detection::Matched, &b"xxx"[..])
+        );
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        let wrong = turn(b"xy", 3).await;
+        assert_eq!(
+            (wrong.stop, wrong.buf.as_slice()),
+            (Detection::NoMatch, &b"xy"[..])
+        );
+        // Longer than max_bytes: kept whole, and too large.
+        let long = turn(&[b'x'; 12], 20).await;
+        assert_eq!((long.stop, long.buf.len()), (Detection::TooLarge, 12));
+        // Begun but not whole: the client spoke, so the socket is read to the deadline.
+        let begun = turn(b"x", 3).await;
+        assert_eq!(
+            (begun.stop, begun.buf.as_slice()),
+            (Detection::Timeout, &b"x"[..])
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_begun_turn_continues_with_what_the_socket_brings() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(b"xx").await.unwrap();
+        let detected = first_turn(
+            &mut server,
+            b"xx".to_vec(),
+            Instant::now() + Duration::from_secs(5),
+            None,
+            16389,
+            wants(4),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (detected.stop, detected.buf.as_slice()),
+            (Detection::Matched, &b"xxxx"[..])
+        );
     }
 }

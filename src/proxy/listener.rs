@@ -1,6 +1,9 @@
 //! Binding listening sockets: IPv6 listeners are IPv6-only so `0.0.0.0:P` and `[::]:P` can be
 //! configured side by side, a large backlog absorbs connection bursts, and TPROXY listeners
-//! are `IP_TRANSPARENT` so they accept connections addressed to any destination.
+//! are `IP_TRANSPARENT` so they accept connections addressed to any destination. Listening
+//! sockets are `TCP_NODELAY`, which Linux copies to every socket they accept: a proxy's small
+//! writes (a refusal, a `200`, a short answer) leave at once, without a system call per
+//! connection to say so.
 //!
 //! Each configured listener is one socket per data-path thread, all bound with
 //! `SO_REUSEPORT`: the kernel spreads new connections over them, so every thread accepts and
@@ -39,6 +42,7 @@ pub fn bind(addr: SocketAddr, transparent: bool, count: usize) -> io::Result<Vec
 fn socket(addr: SocketAddr, transparent: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -73,6 +77,15 @@ mod tests {
         }
         // Connections are accepted on the group: one of the sockets has it.
         let _client = std::net::TcpStream::connect(addr).unwrap();
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay() {
+        let socks = bind("127.0.0.1:0".parse().unwrap(), false, 1).unwrap();
+        socks[0].set_nonblocking(false).unwrap();
+        let _client = std::net::TcpStream::connect(socks[0].local_addr().unwrap()).unwrap();
+        let (accepted, _) = socks[0].accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 
     #[test]

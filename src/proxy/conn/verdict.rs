@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::dial::{dial_and_listen, finish_dialled, forward, reset, server_first_forward};
 use super::refuse::refuse_connection;
-use super::{Judged, Known, Next};
+use super::{Early, Judged, Known, Next};
 use crate::events::{CloseReason, Detection};
 use crate::metrics::{Side, Tracked, Traffic};
 use crate::policy::{Decision, Gate, Policy, Reason, Refuse};
@@ -29,7 +29,7 @@ pub(super) async fn verdict<'a>(
     mut client: TcpStream,
     known: &Known,
     dialled: Option<TcpStream>,
-    read: Option<Detected>,
+    early: Early,
 ) -> Judged<'a> {
     let policy = &in_force.policy;
     let destination = known.flow.destination;
@@ -37,15 +37,19 @@ pub(super) async fn verdict<'a>(
     let inspected = matches!(gate, Gate::Inspect { .. });
     let (mut decision, mut inspection) = match gate {
         // Bytes a proxy read already are forwarded even without inspection.
-        Gate::Decided(decision) => (decision, read.map(Inspection::read)),
+        Gate::Decided(decision) => (decision, early.uninspected().map(Inspection::read)),
         Gate::Inspect { segment } => {
-            let inspection = match read {
-                Some(detected) => Inspection::read(detected),
-                None => {
+            let inspection = match early {
+                Early::Read(detected) => Inspection::read(detected),
+                Early::Nothing | Early::Begun(_) => {
+                    let begun = match early {
+                        Early::Begun(begun) => begun,
+                        _ => Vec::new(),
+                    };
                     let started = Instant::now();
                     let (client, up) = (&mut client, &mut connected);
                     let inspection =
-                        inspect(shared, policy, segment, client, destination, started, up).await;
+                        inspect(shared, policy, segment, client, begun, destination, up).await;
                     if let Some(side) = inspection.side() {
                         shared.metrics().detected(side, started.elapsed());
                     }
@@ -212,6 +216,22 @@ impl Inspection {
     }
 }
 
+impl Early {
+    /// What was read already, to forward as it is when the gate decided without inspection.
+    fn uninspected(self) -> Option<Detected> {
+        match self {
+            Early::Nothing => None,
+            Early::Begun(buf) if buf.is_empty() => None,
+            Early::Begun(buf) => Some(Detected {
+                sniffed: None,
+                stop: Detection::Skipped,
+                buf,
+            }),
+            Early::Read(detected) => Some(detected),
+        }
+    }
+}
+
 enum Upstream {
     /// Client-first: not dialled until the verdict allows it (or, through an explicit
     /// proxy, dialled already and sent nothing yet).
@@ -222,17 +242,19 @@ enum Upstream {
     Unreachable(CloseReason),
 }
 
-/// Client first; if the client stays silent for `client_first_ms`, the server's banner
-/// (from `connected` when an explicit proxy has dialled already).
+/// Client first (from what an explicit proxy `begun` reading); if the client stays silent
+/// for `client_first_ms`, the server's banner (from `connected` when an explicit proxy has
+/// dialled already).
 async fn inspect(
     shared: &Shared,
     policy: &Policy,
     segment: usize,
     client: &mut TcpStream,
+    begun: Vec<u8>,
     destination: SocketAddr,
-    started: Instant,
     connected: &mut Option<TcpStream>,
 ) -> Inspection {
+    let started = Instant::now();
     let detect = shared.detect;
     let deadline = started + detect.timeout;
     let silence = started + detect.client_first;
@@ -241,7 +263,7 @@ async fn inspect(
         stop: Detection::Timeout,
         buf: Vec::new(),
     };
-    match client_first_turn(client, deadline, silence, detect.max_bytes).await {
+    match client_first_turn(client, begun, deadline, silence, detect.max_bytes).await {
         ClientTurn::Spoke(detected) => Inspection::read(detected),
         ClientTurn::Silent => {
             if let Some(mut upstream) = connected.take() {

@@ -9,6 +9,7 @@ use tokio::time::{timeout_at, Instant};
 use super::{answer_and_close, open, Accepted, Host, Refusal, Shared, Target, Tunnel};
 use crate::events::CloseReason;
 use crate::policy::Admission;
+use crate::proxy::conn::Early;
 use crate::proxy::limits::Slot;
 
 mod forward;
@@ -26,14 +27,14 @@ pub async fn serve(
     admission: Result<Slot, Admission>,
 ) -> Option<Tunnel> {
     let failed = match read_head(&mut client, accepted.deadline(shared)).await {
-        Ok(head) => match parse(&head) {
+        Ok((head, after)) => match parse(&head) {
             Ok(Request::Connect(target)) => {
                 return match open(shared, accepted, admission, target).await {
                     Ok(opened) => {
                         let established = b"HTTP/1.1 200 Connection established\r\n\r\n";
                         write_all(&mut client, established)
                             .await
-                            .then(|| opened.tunnel(client, None))
+                            .then(|| opened.tunnel(client, Early::Begun(after)))
                     }
                     Err(refusal) => {
                         answer_and_close(client, &refusal_answer(refusal)).await;
@@ -42,7 +43,7 @@ pub async fn serve(
                 };
             }
             Ok(Request::Absolute(req)) => {
-                return forward::serve(shared, client, accepted, admission, req).await;
+                return forward::serve(shared, client, accepted, admission, req, after).await;
             }
             Err(why) => status(400, "Bad Request", why),
         },
@@ -99,55 +100,55 @@ enum HeadError {
     TooLarge,
 }
 
-/// Reads exactly one request head (through its empty line) and not a byte more: bytes a
-/// client sends after a `CONNECT` head belong to the tunnel and must reach detection. Each
-/// round peeks at what has arrived and consumes only what is head.
-async fn read_head(client: &mut TcpStream, deadline: Instant) -> Result<Vec<u8>, HeadError> {
-    let mut head: Vec<u8> = Vec::with_capacity(512);
-    let mut peeked = vec![0u8; 4096];
+/// Bytes asked of the socket per read of a request head.
+const HEAD_READ: usize = 4096;
+
+/// Reads one request head (through its empty line), and returns it with the bytes that came
+/// after it in the same reads: a `CONNECT`'s tunnel bytes (which detection judges first), an
+/// absolute-form request's body. Reads ask for what has arrived, not byte by byte, so a
+/// client's usual single write of head and first bytes takes one read.
+async fn read_head(
+    client: &mut TcpStream,
+    deadline: Instant,
+) -> Result<(Vec<u8>, Vec<u8>), HeadError> {
+    let mut buf: Vec<u8> = Vec::new();
     loop {
-        let n = match timeout_at(deadline, client.peek(&mut peeked)).await {
+        let searched = buf.len();
+        buf.reserve(HEAD_READ);
+        match timeout_at(deadline, client.read_buf(&mut buf)).await {
             Err(_) => return Err(HeadError::Timeout),
             Ok(Err(_) | Ok(0)) => return Err(HeadError::Closed),
-            Ok(Ok(n)) => n,
-        };
-        let room = MAX_HEAD - head.len();
-        let take = match head_end(&head, &peeked[..n]) {
-            Some(end) => end,
-            None => n,
-        };
-        if take > room {
-            return Err(HeadError::TooLarge);
+            Ok(Ok(_)) => {}
         }
-        let start = head.len();
-        head.resize(start + take, 0);
-        if client.read_exact(&mut head[start..]).await.is_err() {
-            return Err(HeadError::Closed);
-        }
-        if head_end(&head[..start], &head[start..]).is_some() {
-            return Ok(head);
-        }
-        if head.len() >= MAX_HEAD {
-            return Err(HeadError::TooLarge);
+        match head_end(&buf, searched) {
+            Some(end) if end > MAX_HEAD => return Err(HeadError::TooLarge),
+            Some(end) => {
+                let after = buf.split_off(end);
+                return Ok((buf, after));
+            }
+            None if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+            None => {}
         }
     }
 }
 
-/// Where the head ends in `more` (the count of its bytes that belong to the head), given
-/// the head bytes already read: after the first empty line (`\n\n` or `\n\r\n`).
-fn head_end(before: &[u8], more: &[u8]) -> Option<usize> {
-    // Up to two bytes of the terminator may already have been read.
-    let tail = &before[before.len().saturating_sub(2)..];
-    let joined: Vec<u8> = tail.iter().chain(more.iter()).copied().collect();
-    (0..joined.len()).find_map(|i| {
-        let end = if joined[i..].starts_with(b"\n\n") {
-            i + 2
-        } else if joined[i..].starts_with(b"\n\r\n") {
-            i + 3
-        } else {
+/// Where the head in `buf` ends (just after its first empty line: `\n\n` or `\n\r\n`), given
+/// that none ends within the first `searched` bytes.
+fn head_end(buf: &[u8], searched: usize) -> Option<usize> {
+    // Up to two bytes of a terminator may be among those searched already.
+    let from = searched.saturating_sub(2);
+    buf[from..].iter().enumerate().find_map(|(i, &b)| {
+        if b != b'\n' {
             return None;
-        };
-        (end > tail.len()).then(|| end - tail.len())
+        }
+        let rest = &buf[from + i + 1..];
+        if rest.starts_with(b"\n") {
+            Some(from + i + 2)
+        } else if rest.starts_with(b"\r\n") {
+            Some(from + i + 3)
+        } else {
+            None
+        }
     })
 }
 

@@ -21,8 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
-use super::conn::{self, Known};
-use super::detect::Detected;
+use super::conn::{self, Early, Known};
 use super::dial;
 use super::limits::Slot;
 use super::relay::Relayed;
@@ -54,7 +53,7 @@ pub async fn handle(
                 slot,
             },
         client,
-        read,
+        early,
     }) = Box::pin(serve(&shared, listener.mode, client, peer)).await
     else {
         return;
@@ -66,7 +65,7 @@ pub async fn handle(
         client,
         &known,
         Some(upstream),
-        read,
+        early,
     )
     .await;
     drop(slot);
@@ -79,7 +78,6 @@ async fn serve(
     client: TcpStream,
     peer: SocketAddr,
 ) -> Option<Tunnel> {
-    let _ = client.set_nodelay(true);
     let accepted = Accepted {
         peer,
         listener: mode,
@@ -140,13 +138,12 @@ struct Opened {
 
 impl Opened {
     /// After the proxy protocol told the client it is connected: the tunnel, whose first
-    /// bytes are judged like any connection's. `read` is the client's first turn when the
-    /// proxy has read (and rewritten) it itself.
-    fn tunnel(self, client: TcpStream, read: Option<Detected>) -> Tunnel {
+    /// bytes are judged like any connection's, starting from what the proxy read of them.
+    fn tunnel(self, client: TcpStream, early: Early) -> Tunnel {
         Tunnel {
             opened: self,
             client,
-            read,
+            early,
         }
     }
 }
@@ -155,7 +152,7 @@ impl Opened {
 struct Tunnel {
     opened: Opened,
     client: TcpStream,
-    read: Option<Detected>,
+    early: Early,
 }
 
 /// Port check, resolution, self-destination check on every address, then the dial; every

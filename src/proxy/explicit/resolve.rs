@@ -2,6 +2,7 @@
 //! system's resolver (resolv.conf and hosts) under a time limit, and the gateway's own
 //! addresses, which no client may reach through it.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -69,25 +70,46 @@ pub async fn resolve(
 }
 
 /// True for the addresses a proxy client must never reach: loopback, unspecified, and the
-/// gateway's own (any address a socket on this host can bind, so every interface's, as
-/// they are now).
+/// gateway's own (any address a socket on this host can bind, so every interface's and every
+/// local route's, as they are now).
 pub fn is_own(ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
-    if ip.is_loopback() || ip.is_unspecified() {
-        return true;
-    }
-    let domain = match ip {
-        IpAddr::V4(_) => Domain::IPV4,
-        IpAddr::V6(_) => Domain::IPV6,
-    };
-    // Binding fails with EADDRNOTAVAIL for an address no local interface holds. Should the
-    // socket itself fail, refuse rather than risk looping back into the gateway.
-    Socket::new(domain, Type::STREAM, None)
-        .and_then(|s| s.bind(&SocketAddr::new(ip, 0).into()))
-        .map_or_else(
-            |err| err.kind() != io::ErrorKind::AddrNotAvailable,
-            |()| true,
-        )
+    ip.is_loopback() || ip.is_unspecified() || bindable(ip)
+}
+
+/// Whether a socket on this host can bind `ip`.
+fn bindable(ip: IpAddr) -> bool {
+    // Binding fails with EADDRNOTAVAIL for an address the host does not hold, and a failed
+    // bind leaves the socket as it was: each thread keeps one unbound probe socket per family
+    // and reuses it, one system call per check. A bind that succeeds uses the probe up (the
+    // next check makes another). Should the socket itself fail, refuse rather than risk
+    // looping back into the gateway.
+    PROBES.with(|probes| {
+        let mut probes = probes.borrow_mut();
+        let (slot, domain) = match ip {
+            IpAddr::V4(_) => (&mut probes.0, Domain::IPV4),
+            IpAddr::V6(_) => (&mut probes.1, Domain::IPV6),
+        };
+        let probe = match slot.take() {
+            Some(probe) => probe,
+            None => match Socket::new(domain, Type::STREAM, None) {
+                Ok(probe) => probe,
+                Err(_) => return true,
+            },
+        };
+        match probe.bind(&SocketAddr::new(ip, 0).into()) {
+            Err(err) if err.kind() == io::ErrorKind::AddrNotAvailable => {
+                *slot = Some(probe);
+                false
+            }
+            _ => true,
+        }
+    })
+}
+
+thread_local! {
+    /// This thread's unbound probe sockets for [`is_own`]: IPv4, IPv6.
+    static PROBES: RefCell<(Option<Socket>, Option<Socket>)> = const { RefCell::new((None, None)) };
 }
 
 #[cfg(test)]
@@ -125,8 +147,17 @@ mod tests {
         ] {
             assert!(is_own(own.parse().unwrap()), "{own}");
         }
-        // TEST-NET-3 is on no interface of a test machine.
-        assert!(!is_own("203.0.113.9".parse().unwrap()));
+        // TEST-NET-3 is on no interface of a test machine. Asked again, the probe socket the
+        // first check kept answers the same, and an own address after it is still own.
+        for _ in 0..3 {
+            assert!(!is_own("203.0.113.9".parse().unwrap()));
+            assert!(!is_own("2001:db8::9".parse().unwrap()));
+        }
+        // Loopback is bindable: each bind uses a probe up, and the next check makes another.
+        for _ in 0..3 {
+            assert!(bindable("127.0.0.1".parse().unwrap()));
+            assert!(!bindable("203.0.113.9".parse().unwrap()));
+        }
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ use tokio::time::{timeout_at, Instant};
 use super::{answer_and_close, open, Accepted, Host, Refusal, Shared, Target, Tunnel};
 use crate::events::CloseReason;
 use crate::policy::Admission;
+use crate::proxy::conn::Early;
 use crate::proxy::limits::Slot;
 
 const VERSION: u8 = 0x05;
@@ -50,7 +51,7 @@ pub async fn serve(
             Ok(opened) => {
                 let bound = opened.upstream.local_addr().ok();
                 let sent = client.write_all(&reply(Reply::Succeeded, bound)).await;
-                return sent.is_ok().then(|| opened.tunnel(client, None));
+                return sent.is_ok().then(|| opened.tunnel(client, Early::Nothing));
             }
             Err(refusal) => reply(refusal_reply(refusal), None),
         },

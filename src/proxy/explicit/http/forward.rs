@@ -16,6 +16,7 @@ use super::super::{answer_and_close, open, Accepted, Host, Shared, Target, Tunne
 use super::{refusal_answer, status, MAX_HEAD};
 use crate::events::Detection;
 use crate::policy::Admission;
+use crate::proxy::conn::Early;
 use crate::proxy::detect::Detected;
 use crate::proxy::limits::Slot;
 use crate::sniff::{self, Verdict};
@@ -150,6 +151,7 @@ pub async fn serve(
     accepted: Accepted,
     admission: Result<Slot, Admission>,
     req: Absolute,
+    after: Vec<u8>,
 ) -> Option<Tunnel> {
     let Absolute {
         target,
@@ -158,9 +160,14 @@ pub async fn serve(
     } = req;
     let head_len = head.len();
     let body_deadline = Instant::now() + shared.detect.timeout;
-    // `body_len` is at most MAX_BODY.
-    head.resize(head_len + usize::try_from(body_len).unwrap_or(0), 0);
-    match timeout_at(body_deadline, client.read_exact(&mut head[head_len..])).await {
+    // `body_len` is at most MAX_BODY. The body starts with what came in the head's reads;
+    // anything after the body there is a pipelined request, and goes unread like the rest.
+    let body_len = usize::try_from(body_len).unwrap_or(0);
+    let early = &after[..body_len.min(after.len())];
+    head.extend_from_slice(early);
+    let read = head.len();
+    head.resize(head_len + body_len, 0);
+    match timeout_at(body_deadline, client.read_exact(&mut head[read..])).await {
         Ok(Ok(_)) => {}
         Ok(Err(_)) => return None,
         Err(_) => {
@@ -189,7 +196,7 @@ pub async fn serve(
                 sniffed,
                 buf: head,
             };
-            Some(opened.tunnel(client, Some(read)))
+            Some(opened.tunnel(client, Early::Read(read)))
         }
         Err(refusal) => {
             answer_and_close(client, &refusal_answer(refusal)).await;
