@@ -6,8 +6,9 @@
 //! connection to say so.
 //!
 //! Each configured listener is one socket per data-path thread, all bound with
-//! `SO_REUSEPORT`: the kernel spreads new connections over them, so every thread accepts and
-//! serves its own connections without waking another (as HAProxy and nginx do).
+//! `SO_REUSEPORT`: the kernel spreads new connections over them, so every thread accepts its
+//! own connections without waking another (as HAProxy and nginx do), and serves them unless
+//! it is busier than another thread (`lanes.rs`).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};

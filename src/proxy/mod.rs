@@ -13,6 +13,7 @@ mod detect;
 mod dial;
 mod explicit;
 mod in_force;
+mod lanes;
 mod limits;
 mod listener;
 mod notify;
@@ -28,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -325,7 +326,8 @@ fn data_path_threads() -> usize {
 
 /// Starts the data path: `threads` threads, each running its own single-threaded runtime
 /// that accepts on its own socket of every listener (`listener::bind`) and serves the
-/// connections it accepted, start to finish, so no connection's work ever crosses threads.
+/// connections it accepted, or hands one to a less busy thread (`lanes`), start to finish:
+/// no connection's work crosses threads once it has begun.
 /// Each stops accepting when `quit` turns true and ends when `finished` does, abandoning
 /// whatever is left (the drain period is over by then).
 fn start_workers(
@@ -342,13 +344,15 @@ fn start_workers(
             mine.push((info, socket));
         }
     }
+    let (lanes, handoffs) = lanes::Lanes::new(threads);
     let mut workers = Vec::with_capacity(threads);
-    for (i, listeners) in per_thread.into_iter().enumerate() {
+    for ((i, listeners), mut handoffs) in per_thread.into_iter().enumerate().zip(handoffs) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(ProxyError::Runtime)?;
         let (shared, quit, mut finished) = (Arc::clone(shared), quit.clone(), finished.clone());
+        let lanes = Arc::clone(&lanes);
         let worker = std::thread::Builder::new()
             .name(format!("portcullis-{i}"))
             .spawn(move || {
@@ -356,14 +360,24 @@ fn start_workers(
                     for (info, socket) in listeners {
                         match TcpListener::from_std(socket) {
                             Ok(tcp) => {
+                                let lane = (Arc::clone(&lanes), i);
                                 let shared = Arc::clone(&shared);
-                                tokio::spawn(accept_loop(shared, info, tcp, quit.clone()));
+                                tokio::spawn(accept_loop(shared, info, tcp, quit.clone(), lane));
                             }
                             Err(err) => {
                                 eprintln!("portcullis: cannot accept on {}: {err}", info.addr);
                             }
                         }
                     }
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move {
+                        while let Some(h) = handoffs.recv().await {
+                            if let Ok(stream) = TcpStream::from_std(h.stream) {
+                                let shared = Arc::clone(&shared);
+                                serve_accepted(shared, h.info, stream, h.peer, (&lanes, i));
+                            }
+                        }
+                    });
                     relay::stopped(&mut finished).await;
                 });
                 // Lookups still running on the blocking pool are not waited for.
@@ -421,21 +435,49 @@ fn reload(shared: &Shared) -> Result<String, config::Problems> {
     }
 }
 
+/// Serves a connection on this thread (lane `lane.1`), counted in its load.
+fn serve_accepted(
+    shared: Arc<Shared>,
+    info: ListenerInfo,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    (lanes, lane): (&Arc<lanes::Lanes>, usize),
+) {
+    let counted = lanes.count(lane);
+    if info.mode.is_explicit() {
+        tokio::spawn(async move {
+            explicit::handle(shared, info, stream, peer).await;
+            drop(counted);
+        });
+    } else {
+        tokio::spawn(async move {
+            conn::handle(shared, info, stream, peer).await;
+            drop(counted);
+        });
+    }
+}
+
 async fn accept_loop(
     shared: Arc<Shared>,
     info: ListenerInfo,
     tcp: TcpListener,
     mut quit: watch::Receiver<bool>,
+    (lanes, me): (Arc<lanes::Lanes>, usize),
 ) {
     loop {
         tokio::select! {
             () = relay::stopped(&mut quit) => return,
             accepted = tcp.accept() => match accepted {
-                Ok((stream, peer)) if info.mode.is_explicit() => {
-                    tokio::spawn(explicit::handle(Arc::clone(&shared), info, stream, peer));
-                }
                 Ok((stream, peer)) => {
-                    tokio::spawn(conn::handle(Arc::clone(&shared), info, stream, peer));
+                    let there = lanes.pick(me);
+                    let stream = if there == me {
+                        Some(stream)
+                    } else {
+                        lanes.hand(there, info, stream, peer)
+                    };
+                    if let Some(stream) = stream {
+                        serve_accepted(Arc::clone(&shared), info, stream, peer, (&lanes, me));
+                    }
                 }
                 Err(err) => {
                     // Out of file descriptors or memory: back off instead of spinning.
