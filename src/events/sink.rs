@@ -1,6 +1,8 @@
 //! The event writer: the data path appends each event line to a shared batch, and one
 //! thread takes the batch every few milliseconds and writes it to stdout or a file with one
 //! write, so emitting never blocks a connection on I/O and costs no allocation of its own.
+//! After a second without events the writer sleeps until the next one (an idle gateway does
+//! not wake up 200 times a second); that first event wakes it.
 //! When the writer falls behind (the batch is full), or cannot write (disk full), events are
 //! dropped and counted.
 
@@ -9,7 +11,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -31,6 +33,8 @@ pub struct Sink {
 
 struct Queue {
     batch: Mutex<Batch>,
+    /// Wakes a parked writer.
+    wake: Condvar,
     dropped: AtomicU64,
 }
 
@@ -43,6 +47,8 @@ struct Batch {
     reopen: Option<SyncSender<()>>,
     /// Write what is here, then stop; later events are dropped.
     finish: bool,
+    /// The writer is asleep until something is asked of it (`Queue::wake`).
+    parked: bool,
 }
 
 /// Owns the writer thread; `finish` writes every queued event and joins it.
@@ -67,6 +73,7 @@ impl Sink {
         };
         let queue = Arc::new(Queue {
             batch: Mutex::new(Batch::default()),
+            wake: Condvar::new(),
             dropped: AtomicU64::new(0),
         });
         let handle = std::thread::Builder::new()
@@ -102,6 +109,7 @@ impl Sink {
         if write(&mut batch.bytes) {
             batch.bytes.push(b'\n');
             batch.lines += 1;
+            self.queue.unpark(batch);
         } else {
             batch.bytes.truncate(start);
         }
@@ -117,6 +125,7 @@ impl Sink {
                 return;
             }
             batch.reopen = Some(done);
+            self.queue.unpark(batch);
         }
         let _ = reopened.recv_timeout(Duration::from_secs(10));
     }
@@ -131,12 +140,39 @@ impl Queue {
     fn lock(&self) -> MutexGuard<'_, Batch> {
         self.batch.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Wakes the writer if it is parked: a futex call only for the first request after an
+    /// idle second, none under load (the writer is not parked then).
+    fn unpark(&self, mut batch: MutexGuard<'_, Batch>) {
+        let parked = std::mem::take(&mut batch.parked);
+        drop(batch);
+        if parked {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Parks the writer until a request comes, unless one is waiting already.
+    fn park(&self) {
+        let mut batch = self.lock();
+        if !batch.bytes.is_empty() || batch.reopen.is_some() || batch.finish {
+            return;
+        }
+        batch.parked = true;
+        while batch.parked {
+            batch = self
+                .wake
+                .wait(batch)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
 }
 
 impl Writer {
     /// Writes every event queued so far and stops the writer; later events are dropped.
     pub fn finish(self, sink: &Sink) {
-        sink.queue.lock().finish = true;
+        let mut batch = sink.queue.lock();
+        batch.finish = true;
+        sink.queue.unpark(batch);
         let _ = self.handle.join();
     }
 }
@@ -155,18 +191,22 @@ fn open_append(path: &PathBuf) -> Result<File, SinkError> {
 /// The most batch capacity kept between bursts.
 const KEEP: usize = 1 << 20;
 
-/// How long the writer sleeps when nothing is queued. Emitting never wakes the writer (a
-/// wake-up per event costs a futex call and a context switch on the data path); events reach
-/// the sink within this tick instead.
+/// How long the writer sleeps when nothing is queued. Emitting does not wake a writer that is
+/// only sleeping a tick (a wake-up per event costs a futex call and a context switch on the
+/// data path); events reach the sink within this tick instead.
 const TICK: Duration = Duration::from_millis(5);
+/// Empty ticks in a row (one second) after which the writer parks until the next request.
+const PARK_AFTER: u32 = 200;
 
-/// Takes the batch, writes it with one write, and sleeps a tick when there was nothing, so
-/// events reach the file promptly without a system call per event under load. A write that
+/// Takes the batch, writes it with one write, and sleeps a tick when there was nothing (and
+/// parks after `PARK_AFTER` such ticks), so events reach the file promptly without a system
+/// call per event under load. A write that
 /// fails (disk full, a closed pipe) counts the batch's lines as dropped: one failure is not
 /// retried forever, and the count is what the gateway reports every 10 s and in
 /// `portcullis_events_dropped_total`.
 fn write_loop(queue: &Queue, mut out: Box<dyn Write + Send>, target: &Target) {
     let mut taken: Vec<u8> = Vec::new();
+    let mut idle = 0;
     loop {
         let (lines, reopen, finish) = {
             let mut batch = queue.lock();
@@ -198,8 +238,14 @@ fn write_loop(queue: &Queue, mut out: Box<dyn Write + Send>, target: &Target) {
         if finish {
             return;
         }
-        if !wrote {
+        if wrote {
+            idle = 0;
+        } else if idle < PARK_AFTER {
+            idle += 1;
             std::thread::sleep(TICK);
+        } else {
+            queue.park();
+            idle = 0;
         }
     }
 }
@@ -241,6 +287,45 @@ mod tests {
             "{\"n\":3}\n{\"n\":4}\n"
         );
         assert_eq!(sink.dropped(), 1, "the line emitted after finish");
+    }
+
+    /// Waits up to 10 s for `done`.
+    fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_parked_writer_wakes_for_an_event_a_reopen_and_the_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let (sink, writer) = Sink::start(&Target::File(path.clone())).unwrap();
+        let parked = || sink.queue.lock().parked;
+        let file = |path: &PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+        eventually("parked after an idle second", parked);
+        sink.emit("{\"n\":1}".into());
+        eventually("the event written", || file(&path) == "{\"n\":1}\n");
+        eventually("parked again", parked);
+        let rotated = dir.path().join("events.jsonl.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        sink.reopen();
+        sink.emit("{\"n\":2}".into());
+        eventually("parked once more", parked);
+        // Finishing wakes it too (a writer left asleep would hang the join: bounded here).
+        let (done, finished) = mpsc::channel();
+        let finishing = sink.clone();
+        std::thread::spawn(move || {
+            writer.finish(&finishing);
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the writer finished");
+        assert_eq!(file(&rotated), "{\"n\":1}\n");
+        assert_eq!(file(&path), "{\"n\":2}\n");
     }
 
     #[test]
