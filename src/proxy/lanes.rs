@@ -80,8 +80,8 @@ impl Lanes {
         }
     }
 
-    /// Hands `stream` to thread `lane`, or gives it back for this thread to serve when that
-    /// thread is gone (shutting down) or the stream cannot leave this thread's reactor.
+    /// Hands `stream` to thread `lane` (`None`), or gives it back for this thread to serve
+    /// when that thread is gone (shutting down).
     pub fn hand(
         &self,
         lane: usize,

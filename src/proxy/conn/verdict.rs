@@ -242,8 +242,8 @@ enum Upstream {
     Unreachable(CloseReason),
 }
 
-/// Client first (from what an explicit proxy `begun` reading); if the client stays silent
-/// for `client_first_ms`, the server's banner (from `connected` when an explicit proxy has
+/// Client first, starting from the bytes an explicit proxy read already (`begun`); if the
+/// client stays silent for `client_first_ms`, the server's banner (from `connected` when an explicit proxy has
 /// dialled already).
 async fn inspect(
     shared: &Shared,

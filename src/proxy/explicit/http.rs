@@ -105,8 +105,9 @@ const HEAD_READ: usize = 4096;
 
 /// Reads one request head (through its empty line), and returns it with the bytes that came
 /// after it in the same reads: a `CONNECT`'s tunnel bytes (which detection judges first), an
-/// absolute-form request's body. Reads ask for what has arrived, not byte by byte, so a
-/// client's usual single write of head and first bytes takes one read.
+/// absolute-form request's body. Each read takes whatever has arrived, so a client's usual
+/// single write of head and first bytes takes one read (a peek and then an exact read of the
+/// head took two, and the bytes behind it a third).
 async fn read_head(
     client: &mut TcpStream,
     deadline: Instant,
