@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::detect::Detected;
+use super::lanes::Counted;
 use super::limits::Slot;
 use super::relay::{relay, Relayed};
 use super::{orig_dst, InForce, ListenerInfo, Shared};
@@ -32,6 +33,7 @@ pub async fn handle(
     listener: ListenerInfo,
     client: TcpStream,
     peer: SocketAddr,
+    counted: Counted,
 ) {
     // The arguments are only moved from here on, never borrowed, so the task does not keep
     // copies of them across the connection's life.
@@ -53,6 +55,7 @@ pub async fn handle(
     )
     .await;
     drop(slot);
+    drop(counted);
 }
 
 /// An accepted connection with its destination, admission and gate.

@@ -21,7 +21,7 @@ const SLACK: usize = 1;
 
 /// One data-path thread's load, and the way to hand it a connection.
 struct Lane {
-    active: AtomicUsize,
+    active: Arc<AtomicUsize>,
     handoff: mpsc::UnboundedSender<Handoff>,
 }
 
@@ -35,17 +35,13 @@ pub struct Handoff {
 /// Every data-path thread's lane.
 pub struct Lanes(Vec<Lane>);
 
-/// A connection counted in its thread's load until it is dropped.
-pub struct Counted {
-    lanes: Arc<Lanes>,
-    lane: usize,
-}
+/// A connection counted in its thread's load until it is dropped (one word in the
+/// connection's task).
+pub struct Counted(Arc<AtomicUsize>);
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.lanes.0[self.lane]
-            .active
-            .fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -56,7 +52,7 @@ impl Lanes {
             .map(|_| {
                 let (handoff, receiver) = mpsc::unbounded_channel();
                 let lane = Lane {
-                    active: AtomicUsize::new(0),
+                    active: Arc::new(AtomicUsize::new(0)),
                     handoff,
                 };
                 (lane, receiver)
@@ -106,12 +102,10 @@ impl Lanes {
     }
 
     /// Counts a connection in thread `lane`'s load until the result is dropped.
-    pub fn count(self: &Arc<Lanes>, lane: usize) -> Counted {
-        self.0[lane].active.fetch_add(1, Ordering::Relaxed);
-        Counted {
-            lanes: Arc::clone(self),
-            lane,
-        }
+    pub fn count(&self, lane: usize) -> Counted {
+        let active = &self.0[lane].active;
+        active.fetch_add(1, Ordering::Relaxed);
+        Counted(Arc::clone(active))
     }
 }
 

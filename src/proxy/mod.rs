@@ -443,17 +443,13 @@ fn serve_accepted(
     peer: SocketAddr,
     (lanes, lane): (&Arc<lanes::Lanes>, usize),
 ) {
+    // Counted inside the connection's own task: a wrapping future would keep a second copy
+    // of the arguments for the connection's whole life.
     let counted = lanes.count(lane);
     if info.mode.is_explicit() {
-        tokio::spawn(async move {
-            explicit::handle(shared, info, stream, peer).await;
-            drop(counted);
-        });
+        tokio::spawn(explicit::handle(shared, info, stream, peer, counted));
     } else {
-        tokio::spawn(async move {
-            conn::handle(shared, info, stream, peer).await;
-            drop(counted);
-        });
+        tokio::spawn(conn::handle(shared, info, stream, peer, counted));
     }
 }
 

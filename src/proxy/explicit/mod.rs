@@ -23,6 +23,7 @@ use tokio::time::{timeout, Instant};
 
 use super::conn::{self, Early, Known};
 use super::dial;
+use super::lanes::Counted;
 use super::limits::Slot;
 use super::relay::Relayed;
 use super::{InForce, ListenerInfo, Shared};
@@ -39,6 +40,7 @@ pub async fn handle(
     listener: ListenerInfo,
     client: TcpStream,
     peer: SocketAddr,
+    counted: Counted,
 ) {
     // The proxy protocol runs in a future of its own on the heap, freed once the tunnel is
     // open: a task is as large as its largest await state, and an idle tunnel should carry
@@ -69,6 +71,7 @@ pub async fn handle(
     )
     .await;
     drop(slot);
+    drop(counted);
 }
 
 /// The proxy protocol up to an open tunnel.
