@@ -200,10 +200,9 @@ const PARK_AFTER: u32 = 200;
 
 /// Takes the batch, writes it with one write, and sleeps a tick when there was nothing (and
 /// parks after `PARK_AFTER` such ticks), so events reach the file promptly without a system
-/// call per event under load. A write that
-/// fails (disk full, a closed pipe) counts the batch's lines as dropped: one failure is not
-/// retried forever, and the count is what the gateway reports every 10 s and in
-/// `portcullis_events_dropped_total`.
+/// call per event under load. A write that fails (disk full, a closed pipe) counts the
+/// batch's lines as dropped: one failure is not retried forever, and the count is what the
+/// gateway reports every 10 s and in `portcullis_events_dropped_total`.
 fn write_loop(queue: &Queue, mut out: Box<dyn Write + Send>, target: &Target) {
     let mut taken: Vec<u8> = Vec::new();
     let mut idle = 0;
