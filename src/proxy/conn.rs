@@ -191,7 +191,7 @@ pub(super) enum Early {
     /// Nothing: detection reads the turn from the socket.
     Nothing,
     /// The turn's first bytes, which came with the proxy request (a client that did not wait
-    /// for the `200` of its `CONNECT`): detection starts from them.
+    /// for the proxy's answer): detection starts from them.
     Begun(Vec<u8>),
     /// The whole turn, read and rewritten by the proxy (an absolute-form request), judged as
     /// detection would have judged it.

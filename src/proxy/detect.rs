@@ -29,9 +29,9 @@ pub enum ClientTurn {
 /// Reads the client's first turn until the sniffers agree, the deadline passes, the peer
 /// stops sending, or `max_bytes` are buffered. A client that sends nothing at all before
 /// `silence` has passed is `Silent`. `begun` is what an explicit proxy already read of the
-/// turn (bytes the client sent straight after its `CONNECT`): the turn starts with it, so a
-/// client that sent any byte is never silent. Holds no more than `max_bytes`, or `begun`
-/// when that is longer.
+/// turn (bytes the client sent straight after its `CONNECT` or SOCKS request): the turn
+/// starts with it, so a client that sent any byte is never silent. Holds no more than
+/// `max_bytes`, or `begun` when that is longer.
 pub async fn client_first_turn<R>(
     reader: &mut R,
     begun: Vec<u8>,

@@ -165,9 +165,9 @@ pub async fn serve(
     let body_len = usize::try_from(body_len).unwrap_or(0);
     let early = &after[..body_len.min(after.len())];
     head.extend_from_slice(early);
-    let read = head.len();
+    let have = head.len();
     head.resize(head_len + body_len, 0);
-    match timeout_at(body_deadline, client.read_exact(&mut head[read..])).await {
+    match timeout_at(body_deadline, client.read_exact(&mut head[have..])).await {
         Ok(Ok(_)) => {}
         Ok(Err(_)) => return None,
         Err(_) => {
