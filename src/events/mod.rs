@@ -4,18 +4,15 @@
 //! path.
 
 mod ecs;
+mod json;
 mod sink;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-
 use crate::policy::{Action, Decision, Mode, Policy, Reason};
 use crate::sniff::{Protocol, Sniffed};
-use ecs::{
-    line, write_line, Details, Endpoint, Event, Network, Observed, Rule, Threat, Timestamp, T1571,
-};
+use ecs::Event;
 
 pub use sink::{Sink, SinkError, Target, Writer};
 
@@ -137,65 +134,6 @@ pub struct CloseEvent<'a> {
     pub reason: CloseReason,
 }
 
-fn network<'a>(flow: &Flow, protocol: Protocol, segment: Option<&'a str>) -> Network<'a> {
-    Network {
-        transport: "tcp",
-        family: if flow.destination.is_ipv4() {
-            "ipv4"
-        } else {
-            "ipv6"
-        },
-        protocol: protocol.name(),
-        name: segment,
-    }
-}
-
-/// Serializes a slice of protocols by name.
-struct Names<'a>(&'a [Protocol]);
-
-impl Serialize for Names<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|p| p.name()))
-    }
-}
-
-#[derive(Serialize)]
-struct DecisionDoc<'a> {
-    #[serde(rename = "@timestamp")]
-    timestamp: Timestamp,
-    event: Event,
-    source: Endpoint<'a>,
-    destination: Endpoint<'a>,
-    network: Network<'a>,
-    rule: Rule<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    threat: Option<Threat>,
-    #[serde(flatten)]
-    observed: Observed<'a>,
-    portcullis: DecisionDetails<'a>,
-}
-
-#[derive(Serialize)]
-struct DecisionDetails<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mode: Option<&'static str>,
-    expected_protocols: Names<'a>,
-    would_block: bool,
-    detection: &'static str,
-    listener: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    server_protocol: Option<&'static str>,
-    #[serde(flatten)]
-    details: Details<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    replay: Option<Capture<'a>>,
-}
-
-#[derive(Serialize)]
-struct Capture<'a> {
-    file: &'a str,
-}
-
 impl<'a> DecisionEvent<'a> {
     /// The event for `decision` under `policy` (its segment, mode, rule and version), about
     /// `flow`, with what detection saw; the same for live connections and replayed flows.
@@ -237,25 +175,20 @@ impl DecisionEvent<'_> {
     /// As `to_json`, with `destination.domain`: the host name the client asked an explicit
     /// proxy for.
     pub fn to_json_for(&self, domain: Option<&str>) -> String {
-        line(&self.doc(domain))
+        line(|out| self.write_json_for(domain, out))
     }
 
     /// Appends the event's JSON line (without its newline) to `out`, as [`Sink::emit_with`]
-    /// wants it; false if it could not be written.
-    pub fn write_json_for(&self, domain: Option<&str>, out: &mut Vec<u8>) -> bool {
-        write_line(&self.doc(domain), out)
-    }
-
-    fn doc<'b>(&'b self, domain: Option<&'b str>) -> DecisionDoc<'b> {
+    /// wants it.
+    pub fn write_json_for(&self, domain: Option<&str>, out: &mut Vec<u8>) {
         let alert = self.would_block;
         let (types, outcome): (&'static [&'static str], _) = match self.action {
             Action::Blocked => (&["connection", "denied"], "failure"),
             Action::Allowed | Action::Alerted => (&["connection", "allowed"], "success"),
         };
-        let (observed, details) = self.sniffed.map(ecs::observed).unwrap_or_default();
-        DecisionDoc {
-            timestamp: Timestamp(self.at),
-            event: Event {
+        json::object(out, |o| {
+            o.timestamp("@timestamp", self.at);
+            Event {
                 kind: if alert { "alert" } else { "event" },
                 category: if alert {
                     &["network", "intrusion_detection"]
@@ -267,47 +200,35 @@ impl DecisionEvent<'_> {
                 reason: Some(self.reason.name()),
                 outcome: Some(outcome),
                 duration: None,
-            },
-            source: Endpoint::of(self.flow.source),
-            destination: Endpoint::destination(self.flow.destination, domain),
-            network: network(&self.flow, self.protocol, self.segment),
-            rule: Rule {
-                id: self.rule_id,
-                ruleset: self.segment,
-                version: self.policy_version,
-            },
-            threat: self.reason.is_t1571().then_some(T1571),
-            observed,
-            portcullis: DecisionDetails {
-                mode: self.mode.map(mode_name),
-                expected_protocols: Names(self.expected_protocols),
-                would_block: self.would_block,
-                detection: self.detection.name(),
-                listener: self.flow.listener,
-                details,
-                server_protocol: self.server_protocol.map(Protocol::name),
-                replay: self.capture.map(|file| Capture { file }),
-            },
-        }
+            }
+            .write(o);
+            ecs::endpoint(o, "source", self.flow.source, None, None);
+            ecs::endpoint(o, "destination", self.flow.destination, None, domain);
+            ecs::network(o, &self.flow, self.protocol.name(), self.segment);
+            ecs::rule(o, self.rule_id, self.segment, self.policy_version);
+            if self.reason.is_t1571() {
+                ecs::t1571(o);
+            }
+            ecs::observed(o, self.sniffed);
+            o.object("portcullis", |o| {
+                o.opt_name("mode", self.mode.map(mode_name))
+                    .names(
+                        "expected_protocols",
+                        self.expected_protocols.iter().map(|p| p.name()),
+                    )
+                    .bool("would_block", self.would_block)
+                    .name("detection", self.detection.name())
+                    .name("listener", self.flow.listener)
+                    .opt_name("server_protocol", self.server_protocol.map(Protocol::name));
+                ecs::details(o, self.sniffed);
+                if let Some(file) = self.capture {
+                    o.object("replay", |o| {
+                        o.str("file", file);
+                    });
+                }
+            });
+        });
     }
-}
-
-#[derive(Serialize)]
-struct CloseDoc<'a> {
-    #[serde(rename = "@timestamp")]
-    timestamp: Timestamp,
-    event: Event,
-    source: Endpoint<'a>,
-    destination: Endpoint<'a>,
-    network: Network<'a>,
-    rule: Rule<'a>,
-    portcullis: CloseDetails,
-}
-
-#[derive(Serialize)]
-struct CloseDetails {
-    close_reason: &'static str,
-    listener: &'static str,
 }
 
 impl CloseEvent<'_> {
@@ -317,22 +238,14 @@ impl CloseEvent<'_> {
 
     /// As `to_json`, with `destination.domain` (see [`DecisionEvent::to_json_for`]).
     pub fn to_json_for(&self, domain: Option<&str>) -> String {
-        line(&self.doc(domain))
+        line(|out| self.write_json_for(domain, out))
     }
 
     /// As [`DecisionEvent::write_json_for`].
-    pub fn write_json_for(&self, domain: Option<&str>, out: &mut Vec<u8>) -> bool {
-        write_line(&self.doc(domain), out)
-    }
-
-    fn doc<'b>(&'b self, domain: Option<&'b str>) -> CloseDoc<'b> {
-        let mut source = Endpoint::of(self.flow.source);
-        source.bytes = Some(self.client_bytes);
-        let mut destination = Endpoint::destination(self.flow.destination, domain);
-        destination.bytes = Some(self.server_bytes);
-        CloseDoc {
-            timestamp: Timestamp(self.at),
-            event: Event {
+    pub fn write_json_for(&self, domain: Option<&str>, out: &mut Vec<u8>) {
+        json::object(out, |o| {
+            o.timestamp("@timestamp", self.at);
+            Event {
                 kind: "event",
                 category: &["network"],
                 types: &["connection", "end"],
@@ -340,98 +253,88 @@ impl CloseEvent<'_> {
                 reason: None,
                 outcome: None,
                 duration: Some(u64::try_from(self.duration.as_nanos()).unwrap_or(u64::MAX)),
-            },
-            source,
-            destination,
-            network: network(&self.flow, self.protocol, self.segment),
-            rule: Rule {
-                id: None,
-                ruleset: self.segment,
-                version: self.policy_version,
-            },
-            portcullis: CloseDetails {
-                close_reason: self.reason.name(),
-                listener: self.flow.listener,
-            },
-        }
+            }
+            .write(o);
+            let (source, destination) = (self.flow.source, self.flow.destination);
+            ecs::endpoint(o, "source", source, Some(self.client_bytes), None);
+            ecs::endpoint(
+                o,
+                "destination",
+                destination,
+                Some(self.server_bytes),
+                domain,
+            );
+            ecs::network(o, &self.flow, self.protocol.name(), self.segment);
+            ecs::rule(o, None, self.segment, self.policy_version);
+            o.object("portcullis", |o| {
+                o.name("close_reason", self.reason.name())
+                    .name("listener", self.flow.listener);
+            });
+        });
     }
-}
-
-#[derive(Serialize)]
-struct ReloadDoc<'a> {
-    #[serde(rename = "@timestamp")]
-    timestamp: Timestamp,
-    event: Event,
-    rule: Rule<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorObj<'a>>,
-}
-
-#[derive(Serialize)]
-struct ErrorObj<'a> {
-    message: &'a str,
 }
 
 /// A `policy_reloaded` event, or with `error` a `policy_reload_failed` one; `version` is the
 /// policy in force afterwards.
 pub fn reload_event(version: &str, error: Option<&str>) -> String {
-    line(&ReloadDoc {
-        timestamp: Timestamp(SystemTime::now()),
-        event: Event {
-            kind: "event",
-            category: &["configuration"],
-            types: &["change"],
-            action: if error.is_some() {
-                "policy_reload_failed"
-            } else {
-                "policy_reloaded"
-            },
-            reason: None,
-            outcome: Some(if error.is_some() {
-                "failure"
-            } else {
-                "success"
-            }),
-            duration: None,
-        },
-        rule: Rule {
-            id: None,
-            ruleset: None,
-            version,
-        },
-        error: error.map(|message| ErrorObj { message }),
+    line(|out| {
+        json::object(out, |o| {
+            o.timestamp("@timestamp", SystemTime::now());
+            Event {
+                kind: "event",
+                category: &["configuration"],
+                types: &["change"],
+                action: if error.is_some() {
+                    "policy_reload_failed"
+                } else {
+                    "policy_reloaded"
+                },
+                reason: None,
+                outcome: Some(if error.is_some() {
+                    "failure"
+                } else {
+                    "success"
+                }),
+                duration: None,
+            }
+            .write(o);
+            ecs::rule(o, None, None, version);
+            if let Some(message) = error {
+                o.object("error", |o| {
+                    o.str("message", message);
+                });
+            }
+        });
     })
-}
-
-#[derive(Serialize)]
-struct SniffDoc<'a> {
-    protocol: &'static str,
-    detection: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    side: Option<&'static str>,
-    destination: Port,
-    #[serde(flatten)]
-    observed: Observed<'a>,
-    portcullis: Details<'a>,
-}
-
-#[derive(Serialize)]
-struct Port {
-    port: u16,
 }
 
 /// `portcullis sniff`'s answer: protocol, detection, side, and the metadata in the same ECS
 /// objects as the events.
 pub fn sniff_report(sniffed: Option<&Sniffed>, detection: &str, port: u16) -> String {
-    let (observed, details) = sniffed.map(ecs::observed).unwrap_or_default();
-    line(&SniffDoc {
-        protocol: sniffed.map_or(Protocol::Unknown, |s| s.protocol).name(),
-        detection,
-        side: sniffed.map(|s| s.side.name()),
-        destination: Port { port },
-        observed,
-        portcullis: details,
+    line(|out| {
+        json::object(out, |o| {
+            o.name(
+                "protocol",
+                sniffed.map_or(Protocol::Unknown, |s| s.protocol).name(),
+            )
+            .str("detection", detection)
+            .opt_name("side", sniffed.map(|s| s.side.name()))
+            .object("destination", |o| {
+                o.u64("port", u64::from(port));
+            });
+            ecs::observed(o, sniffed);
+            o.object("portcullis", |o| ecs::details(o, sniffed));
+        });
     })
+}
+
+/// A document written by `write` as one line (without the newline).
+fn line(write: impl FnOnce(&mut Vec<u8>)) -> String {
+    // Room for a whole decision event with TLS metadata (about 1 KB) from the start.
+    let mut out = Vec::with_capacity(1536);
+    write(&mut out);
+    // Only whole UTF-8 strings and ASCII are ever written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 pub const fn mode_name(mode: Mode) -> &'static str {

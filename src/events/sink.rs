@@ -89,30 +89,22 @@ impl Sink {
 
     /// Queues one event line; drops (and counts) it when the writer is behind.
     pub fn emit(&self, line: String) {
-        self.emit_with(|out| {
-            out.extend_from_slice(line.as_bytes());
-            true
-        });
+        self.emit_with(|out| out.extend_from_slice(line.as_bytes()));
     }
 
-    /// Queues the event line `write` appends to the batch (without its newline); `write`
-    /// returns false when it could not write the line, and whatever it appended is taken
-    /// back. Drops (and counts) the line when the writer is behind.
-    pub fn emit_with(&self, write: impl FnOnce(&mut Vec<u8>) -> bool) {
+    /// Queues the event line `write` appends to the batch (without its newline). Drops (and
+    /// counts) the line when the writer is behind.
+    pub fn emit_with(&self, write: impl FnOnce(&mut Vec<u8>)) {
         let mut batch = self.queue.lock();
         if batch.finish || batch.bytes.len() >= BATCH_MAX {
             drop(batch);
             self.queue.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let start = batch.bytes.len();
-        if write(&mut batch.bytes) {
-            batch.bytes.push(b'\n');
-            batch.lines += 1;
-            self.queue.unpark(batch);
-        } else {
-            batch.bytes.truncate(start);
-        }
+        write(&mut batch.bytes);
+        batch.bytes.push(b'\n');
+        batch.lines += 1;
+        self.queue.unpark(batch);
     }
 
     /// Asks the writer to reopen the event file and waits (a few milliseconds) until it has:
@@ -261,19 +253,11 @@ mod tests {
         for i in 0..3 {
             sink.emit(format!("{{\"n\":{i}}}"));
         }
-        // A line that fails half-way is taken back whole.
-        sink.emit_with(|out| {
-            out.extend_from_slice(b"{\"half");
-            false
-        });
         let rotated = dir.path().join("events.jsonl.1");
         std::fs::rename(&path, &rotated).unwrap();
         sink.reopen();
         for i in 3..5 {
-            sink.emit_with(|out| {
-                out.extend_from_slice(format!("{{\"n\":{i}}}").as_bytes());
-                true
-            });
+            sink.emit_with(|out| out.extend_from_slice(format!("{{\"n\":{i}}}").as_bytes()));
         }
         writer.finish(&sink);
         sink.emit("after finish".into());

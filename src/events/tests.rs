@@ -264,3 +264,21 @@ fn explicit_proxy_events_carry_the_requested_host_as_destination_domain() {
     let plain = parse(&decision(None, Action::Allowed, Reason::Allowed).to_json());
     assert!(plain["destination"].get("domain").is_none());
 }
+
+#[test]
+fn names_written_unescaped_need_no_escaping() {
+    // Events copy these names as they are (json::Object::name): a quote or a control
+    // character in one would break every line that carries it.
+    let names = Protocol::ALL
+        .iter()
+        .map(|p| p.name())
+        .chain(Reason::ALL.iter().map(|r| r.name()))
+        .chain(Action::ALL.iter().map(|a| a.name()));
+    for name in names {
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'),
+            "{name:?}"
+        );
+    }
+}
