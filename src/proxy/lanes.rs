@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
+use std::net::TcpStream;
+
 use tokio::sync::mpsc;
 
 use super::ListenerInfo;
@@ -28,7 +29,7 @@ struct Lane {
 /// A connection accepted by one thread, for another to serve.
 pub struct Handoff {
     pub info: ListenerInfo,
-    pub stream: std::net::TcpStream,
+    pub stream: TcpStream,
     pub peer: SocketAddr,
 }
 
@@ -76,8 +77,8 @@ impl Lanes {
         }
     }
 
-    /// Hands `stream` to thread `lane` (`None`), or gives it back for this thread to serve
-    /// when that thread is gone (shutting down).
+    /// Hands `stream`, accepted and in no reactor yet, to thread `lane` (`None`), or gives
+    /// it back for this thread to serve when that thread is gone (shutting down).
     pub fn hand(
         &self,
         lane: usize,
@@ -85,20 +86,11 @@ impl Lanes {
         stream: TcpStream,
         peer: SocketAddr,
     ) -> Option<TcpStream> {
-        // Leaving the reactor fails only if epoll_ctl(2) does on a descriptor it holds: the
-        // connection is closed then, and said so.
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(err) => {
-                eprintln!("portcullis: connection from {peer} lost moving threads: {err}");
-                return None;
-            }
-        };
         let back = self.0[lane]
             .handoff
             .send(Handoff { info, stream, peer })
             .err()?;
-        TcpStream::from_std(back.0.stream).ok()
+        Some(back.0.stream)
     }
 
     /// Counts a connection in thread `lane`'s load until the result is dropped.
@@ -131,10 +123,10 @@ mod tests {
     #[tokio::test]
     async fn a_handed_connection_reaches_the_other_thread_whole() {
         let (lanes, mut receivers) = Lanes::new(2);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let client = std::net::TcpStream::connect(addr).unwrap();
-        let (accepted, peer) = listener.accept().await.unwrap();
+        let (accepted, peer) = listener.accept().unwrap();
         let info = ListenerInfo {
             mode: ListenerMode::Redirect,
             addr,
@@ -151,7 +143,7 @@ mod tests {
         // A thread that is gone gives the connection back to be served where it is.
         drop(receivers);
         let _client = std::net::TcpStream::connect(addr).unwrap();
-        let (accepted, peer) = listener.accept().await.unwrap();
+        let (accepted, peer) = listener.accept().unwrap();
         let back = lanes.hand(0, info, accepted, peer).expect("given back");
         assert_eq!(back.peer_addr().unwrap(), peer);
     }

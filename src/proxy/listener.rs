@@ -11,9 +11,11 @@
 //! it is busier than another thread (`lanes.rs`).
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 const BACKLOG: i32 = 4096;
 
@@ -38,6 +40,42 @@ pub fn bind(addr: SocketAddr, transparent: bool, count: usize) -> io::Result<Vec
             Ok(socket.into())
         })
         .collect()
+}
+
+/// A listening socket in this thread's reactor that accepts plain sockets, registered
+/// nowhere yet: a connection the thread keeps joins its reactor once, and one it hands to
+/// another thread (`lanes.rs`) joins only that thread's. (tokio's `TcpListener` registers
+/// every accepted socket where it was accepted, so a handed connection cost an epoll_ctl(2)
+/// to leave and another to join.)
+pub struct Acceptor(AsyncFd<Socket>);
+
+impl Acceptor {
+    /// Must be called inside the runtime whose reactor is to watch `listener`.
+    pub fn new(listener: TcpListener) -> io::Result<Acceptor> {
+        // tokio deprecates its safe constructors because an arbitrary `AsRawFd` type could
+        // close or swap its descriptor while registered; its replacement is `unsafe`, which
+        // this crate forbids. A `socket2::Socket` owns its descriptor for its whole life and
+        // always reports that one, so the old constructor is sound here.
+        #[allow(deprecated)]
+        AsyncFd::with_interest(Socket::from(listener), Interest::READABLE).map(Acceptor)
+    }
+
+    /// The next connection, non-blocking and close-on-exec (one accept4(2), as tokio's).
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        const FLAGS: i32 = nix::libc::SOCK_NONBLOCK | nix::libc::SOCK_CLOEXEC;
+        loop {
+            let mut ready = self.0.readable().await?;
+            // `try_io` forgets the readiness only when accept4 says it would block.
+            let Ok(accepted) = ready.try_io(|listener| listener.get_ref().accept4(FLAGS)) else {
+                continue;
+            };
+            let (socket, peer) = accepted?;
+            let peer = peer
+                .as_socket()
+                .ok_or_else(|| io::Error::other("accepted a connection from a non-IP address"))?;
+            return Ok((socket.into(), peer));
+        }
+    }
 }
 
 fn socket(addr: SocketAddr, transparent: bool) -> io::Result<Socket> {
@@ -87,6 +125,32 @@ mod tests {
         let _client = std::net::TcpStream::connect(socks[0].local_addr().unwrap()).unwrap();
         let (accepted, _) = socks[0].accept().unwrap();
         assert!(accepted.nodelay().unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_acceptor_gives_nonblocking_sockets_and_the_peer_address() {
+        let socks = bind("127.0.0.1:0".parse().unwrap(), false, 1).unwrap();
+        let addr = socks[0].local_addr().unwrap();
+        let acceptor = Acceptor::new(socks.into_iter().next().unwrap()).unwrap();
+        for _ in 0..3 {
+            let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (accepted, peer) = acceptor.accept().await.unwrap();
+            assert_eq!(peer, client.local_addr().unwrap());
+            // Non-blocking, as tokio needs it: a read with nothing to read says so at once.
+            let mut buf = [0u8; 1];
+            let err = std::io::Read::read(&mut &accepted, &mut buf).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+            // Not inherited by the programs a gateway might run (none today).
+            let fd_flags = nix::fcntl::fcntl(&accepted, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+            assert_ne!(fd_flags & nix::libc::FD_CLOEXEC, 0);
+            // And usable from this thread's reactor.
+            let accepted = tokio::net::TcpStream::from_std(accepted).unwrap();
+            let mut client = client;
+            tokio::io::AsyncWriteExt::write_all(&mut client, b"x")
+                .await
+                .unwrap();
+            accepted.readable().await.unwrap();
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -44,6 +44,7 @@ use crate::policy::{Admission, Policy};
 
 use in_force::PolicyCell;
 use limits::{Limiter, Slot};
+use listener::Acceptor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -358,7 +359,7 @@ fn start_workers(
             .spawn(move || {
                 runtime.block_on(async move {
                     for (info, socket) in listeners {
-                        match TcpListener::from_std(socket) {
+                        match Acceptor::new(socket) {
                             Ok(tcp) => {
                                 let lane = (Arc::clone(&lanes), i);
                                 let shared = Arc::clone(&shared);
@@ -372,10 +373,7 @@ fn start_workers(
                     let shared = Arc::clone(&shared);
                     tokio::spawn(async move {
                         while let Some(h) = handoffs.recv().await {
-                            if let Ok(stream) = TcpStream::from_std(h.stream) {
-                                let shared = Arc::clone(&shared);
-                                serve_accepted(shared, h.info, stream, h.peer, (&lanes, i));
-                            }
+                            serve_accepted(&shared, h.info, h.stream, h.peer, (&lanes, i));
                         }
                     });
                     relay::stopped(&mut finished).await;
@@ -435,14 +433,24 @@ fn reload(shared: &Shared) -> Result<String, config::Problems> {
     }
 }
 
-/// Serves a connection on this thread (lane `lane.1`), counted in its load.
+/// Serves a connection on this thread (lane `lane.1`), counted in its load: it joins this
+/// thread's reactor here.
 fn serve_accepted(
-    shared: Arc<Shared>,
+    shared: &Arc<Shared>,
     info: ListenerInfo,
-    stream: tokio::net::TcpStream,
+    stream: std::net::TcpStream,
     peer: SocketAddr,
     (lanes, lane): (&Arc<lanes::Lanes>, usize),
 ) {
+    let stream = match TcpStream::from_std(stream) {
+        Ok(stream) => stream,
+        // epoll_ctl(2) refused it (out of memory): the connection is closed, and said so.
+        Err(err) => {
+            eprintln!("portcullis: connection from {peer} dropped: {err}");
+            return;
+        }
+    };
+    let shared = Arc::clone(shared);
     // Counted inside the connection's own task: a wrapping future would keep a second copy
     // of the arguments for the connection's whole life.
     let counted = lanes.count(lane);
@@ -456,7 +464,7 @@ fn serve_accepted(
 async fn accept_loop(
     shared: Arc<Shared>,
     info: ListenerInfo,
-    tcp: TcpListener,
+    tcp: Acceptor,
     mut quit: watch::Receiver<bool>,
     (lanes, me): (Arc<lanes::Lanes>, usize),
 ) {
@@ -472,7 +480,7 @@ async fn accept_loop(
                         lanes.hand(there, info, stream, peer)
                     };
                     if let Some(stream) = stream {
-                        serve_accepted(Arc::clone(&shared), info, stream, peer, (&lanes, me));
+                        serve_accepted(&shared, info, stream, peer, (&lanes, me));
                     }
                 }
                 Err(err) => {
