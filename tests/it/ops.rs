@@ -142,7 +142,8 @@ fn sigusr1_reopens_the_event_file_without_losing_or_splitting_an_event() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        // Every line of both files parses (read_events panics on a split line).
+        // Every whole line of both files parses (read_events panics on a bad line), and
+        // none is missing.
         let total = read_events(&rotated).len() + gw.events().len();
         if total == 2 + 40 + 40 + 20 {
             break;
@@ -157,4 +158,6 @@ fn sigusr1_reopens_the_event_file_without_losing_or_splitting_an_event() {
         !gw.events().is_empty(),
         "events after SIGUSR1 start a new file"
     );
+    // The old file ends with a whole line: no event began in it and went on in the new one.
+    assert!(std::fs::read(&rotated).unwrap().ends_with(b"\n"));
 }

@@ -192,8 +192,18 @@ impl Drop for Gateway {
     }
 }
 
+/// The events written so far: whole lines only. The gateway writes lines whole, but a
+/// reader can catch a write half-way (Linux makes a write visible a page at a time), so, as
+/// a log shipper does, a last line without its newline is left for the next read.
 pub fn read_events(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut bytes = std::fs::read(path).unwrap_or_default();
+    bytes.truncate(
+        bytes
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |end| end + 1),
+    );
+    let text = String::from_utf8(bytes).expect("event files are UTF-8");
     text.lines()
         .filter(|l| !l.is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}")))
