@@ -1,8 +1,9 @@
 //! Both sides must agree: after a client-first verdict that forwards, the server's first
-//! bytes are identified before the client sees any of them. They are peeked, not read, so
-//! the relay delivers them untouched; while the gateway waits, the client's further bytes
-//! (a request body, a pipelined request) keep flowing upstream, so a client that has more
-//! to say before the server answers is not held up.
+//! bytes are identified before the client sees any of them. They are read (not peeked: the
+//! relay would read them a second time) and handed to the relay, which sends them first and
+//! untouched, or dropped with the connection when the answer is refused. While the gateway
+//! waits, the client's further bytes (a request body, a pipelined request) keep flowing
+//! upstream, so a client that has more to say before the server answers is not held up.
 
 use std::net::Shutdown;
 use std::time::Duration;
@@ -10,18 +11,17 @@ use std::time::Duration;
 use socket2::SockRef;
 
 use tokio::net::TcpStream;
-use tokio::time::{sleep, timeout, timeout_at, Instant};
+use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::sniff::{self, Sniffed, Verdict};
 
-/// Longest server first turn looked at: greetings and banners are far shorter.
-const PEEK: usize = 1024;
+/// Longest server first turn looked at: greetings and banners are far shorter. (The relay
+/// sends what was read through its copy buffer in one piece.)
+pub const FIRST: usize = 1024;
 /// A first turn shorter than this, without a complete line, may still be arriving.
 const SHORT: usize = 256;
 /// How long the rest of a first turn may take to follow its first bytes.
 const SPLIT: Duration = Duration::from_millis(25);
-/// How long to wait before peeking again at a first turn that is not complete yet.
-const REPEEK: Duration = Duration::from_millis(2);
 /// Most client bytes moved per read while waiting.
 const PUMP: usize = 16 * 1024;
 
@@ -30,6 +30,11 @@ const PUMP: usize = 16 * 1024;
 pub struct Answer {
     /// The server's first turn, when a server-first sniffer named it before `until`.
     pub sniffed: Option<Sniffed>,
+    /// The server's bytes read to name its turn (at most `FIRST`), for the client first.
+    pub first: Vec<u8>,
+    /// Reading the server failed after `first` (`reset`: it reset the connection): the
+    /// connection is over once `first` is delivered, as the relay would have ended it.
+    pub read_failed: Option<ReadFailed>,
     /// Client bytes relayed upstream while waiting (counted in the close event).
     pub client_bytes: u64,
     /// The client's socket failed while its bytes were relayed: the connection is over.
@@ -40,9 +45,15 @@ pub struct Answer {
     pub stalled: bool,
 }
 
+/// How reading the server's first turn failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadFailed {
+    pub reset: bool,
+}
+
 /// Waits until `until` at most for the server's first turn on `upstream` and identifies
 /// it with `sniff_server`, relaying what the client sends meanwhile. Returns as soon as the
-/// server's turn is named or cannot be (no match, end of stream, `PEEK` bytes without a
+/// server's turn is named or cannot be (no match, end of stream, `SHORT` bytes without a
 /// verdict), when the deadline passes, or when either socket fails.
 pub async fn server_answer(
     client: &TcpStream,
@@ -53,32 +64,53 @@ pub async fn server_answer(
     let mut answer = Answer::default();
     // On the heap, and only while waiting: a task is as large as its largest await state,
     // and an idle connection must not carry this buffer.
-    let mut peeked = vec![0u8; PEEK];
+    let mut first = vec![0u8; FIRST];
+    let mut got = 0;
+    let mut until = until;
     let mut pump: Vec<u8> = Vec::new();
     let mut client_open = true;
-    let mut first_seen: Option<Instant> = None;
     loop {
         let more = tokio::select! {
             biased;
-            seen = timeout_at(until, upstream.peek(&mut peeked)) => match seen {
-                Ok(Ok(n)) if n > 0 => match sniff::sniff_server(&peeked[..n]) {
-                    Verdict::Match(sniffed) => {
-                        answer.sniffed = Some(sniffed);
+            ready = timeout_at(until, upstream.readable()) => match ready {
+                Ok(Ok(())) => match upstream.try_read(&mut first[got..]) {
+                    Ok(n) if n > 0 => {
+                        if got == 0 {
+                            // The rest of a first turn follows its first bytes closely.
+                            until = until.min(Instant::now() + SPLIT);
+                        }
+                        got += n;
+                        match sniff::sniff_server(&first[..got]) {
+                            Verdict::Match(sniffed) => {
+                                answer.sniffed = Some(sniffed);
+                                false
+                            }
+                            // The first line has not all arrived (a banner split over
+                            // segments): let more of it in, briefly. A complete line that
+                            // names nothing (an HTTP status line) ends the wait, and so do
+                            // a few binary bytes.
+                            Verdict::NeedMore => got < SHORT && !first[..got].contains(&b'\n'),
+                            Verdict::NoMatch => false,
+                        }
+                    }
+                    // End of stream: nothing (more) to name; the relay reads it again.
+                    Ok(_) => false,
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => true,
+                    Err(err) => {
+                        answer.read_failed = Some(ReadFailed {
+                            reset: is_reset(&err),
+                        });
                         false
                     }
-                    Verdict::NeedMore if n < SHORT && !peeked[..n].contains(&b'\n') => {
-                        // The first line has not all arrived (a banner split over
-                        // segments): let more of it in, briefly. A complete line that
-                        // names nothing (an HTTP status line) ends the wait, and so do a
-                        // few binary bytes that stay as they are.
-                        let first = *first_seen.get_or_insert_with(Instant::now);
-                        let until = until.min(first + SPLIT);
-                        timeout_at(until, sleep(REPEEK)).await.is_ok()
-                    }
-                    Verdict::NeedMore | Verdict::NoMatch => false,
                 },
-                // End of stream, an error, or the deadline: nothing to name.
-                _ => false,
+                Ok(Err(err)) => {
+                    answer.read_failed = Some(ReadFailed {
+                        reset: is_reset(&err),
+                    });
+                    false
+                }
+                // The deadline: nothing to name.
+                Err(_) => false,
             },
             read = client.readable(), if client_open => {
                 if read.is_err() {
@@ -122,9 +154,20 @@ pub async fn server_answer(
             }
         };
         if !more {
+            first.truncate(got);
+            answer.first = first;
             return answer;
         }
     }
+}
+
+fn is_reset(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::ConnectionAborted
+    )
 }
 
 /// Writes all of `buf` through a shared reference (the socket is peeked at meanwhile).
@@ -146,6 +189,7 @@ mod tests {
     use crate::sniff::Protocol;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+    use tokio::time::sleep;
 
     const STALL: Duration = Duration::from_secs(5);
 
@@ -158,7 +202,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn names_a_banner_split_over_writes_and_leaves_it_in_the_socket() {
+    async fn names_a_banner_split_over_writes_and_hands_over_exactly_what_it_read() {
         let (client, _client_far) = pair().await;
         let (upstream, mut server) = pair().await;
         let banner = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n";
@@ -166,17 +210,40 @@ mod tests {
             server.write_all(&banner[..9]).await.unwrap();
             sleep(Duration::from_millis(5)).await;
             server.write_all(&banner[9..]).await.unwrap();
+            // What follows the banner (the key exchange) stays for the relay, after it.
+            sleep(Duration::from_millis(20)).await;
+            server.write_all(b"KEXINIT").await.unwrap();
+            server.shutdown().await.unwrap();
             server
         });
         let until = Instant::now() + Duration::from_secs(2);
         let answer = server_answer(&client, &upstream, until, STALL).await;
         let _server = writer.await.unwrap();
         assert_eq!(answer.sniffed.map(|s| s.protocol), Some(Protocol::Ssh));
-        // Peeked, not consumed: the relay still delivers every byte.
-        let mut got = vec![0u8; banner.len()];
+        assert_eq!(answer.read_failed, None);
+        // Read once, never twice: the bytes handed over and those left make the stream.
+        let mut rest = Vec::new();
         let mut upstream = upstream;
-        upstream.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got[..], &banner[..]);
+        upstream.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(
+            [&answer.first[..], &rest[..]].concat(),
+            [&banner[..], b"KEXINIT"].concat()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_resets_before_it_is_named_is_said_to_have_reset() {
+        let (client, _client_far) = pair().await;
+        let (upstream, server) = pair().await;
+        SockRef::from(&server)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(server);
+        let until = Instant::now() + Duration::from_secs(5);
+        let answer = server_answer(&client, &upstream, until, STALL).await;
+        assert!(answer.sniffed.is_none() && answer.first.is_empty());
+        assert_eq!(answer.read_failed, Some(ReadFailed { reset: true }));
+        assert!(Instant::now() < until - Duration::from_secs(4));
     }
 
     #[tokio::test]

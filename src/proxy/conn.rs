@@ -227,13 +227,15 @@ pub(super) fn judge<'a>(
             segment,
             protocol,
             open,
-            next,
+            mut next,
         } = verdict.await;
-        let relayed = match &next {
+        let relayed = match &mut next {
             Next::Closed(relayed) => *relayed,
             Next::Relay(r) => {
                 let (idle, stop) = (shared.limits.idle_timeout, shared.stop.clone());
-                let mut relayed = relay(&r.client, &r.upstream, idle, stop, open.traffic()).await;
+                let first = std::mem::take(&mut r.first);
+                let traffic = open.traffic();
+                let mut relayed = relay(&r.client, &r.upstream, idle, stop, traffic, first).await;
                 relayed.client_bytes += r.client_bytes;
                 relayed.server_bytes += r.server_bytes;
                 relayed
@@ -270,10 +272,12 @@ enum Next {
     Relay(Relaying),
 }
 
-/// Both sides connected, and the bytes that moved before the relay.
+/// Both sides connected, the bytes that moved before the relay, and the server's bytes read
+/// but not delivered yet (the agreement check's), which the relay sends first.
 struct Relaying {
     client: TcpStream,
     upstream: TcpStream,
     client_bytes: u64,
     server_bytes: u64,
+    first: Box<[u8]>,
 }

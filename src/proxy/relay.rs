@@ -104,6 +104,8 @@ impl Failure {
 
 /// Relays until both directions have ended, one side fails, nothing moves for `idle`, or
 /// `stop` turns true (the drain period ran out). Bytes are added to `traffic` as they move.
+/// `first` is what the gateway read of the server already (the agreement check's bytes):
+/// the client gets it before anything else from the server.
 /// (A plain function returning the future, so the future holds its state once, not the
 /// arguments and the state.)
 pub fn relay<'a>(
@@ -112,8 +114,10 @@ pub fn relay<'a>(
     idle: Duration,
     mut stop: watch::Receiver<bool>,
     traffic: &'a Traffic,
+    first: Box<[u8]>,
 ) -> impl Future<Output = Relayed> + Send + 'a {
     let mut state = Relay::new(client, upstream, idle, traffic);
+    state.down.begin_with(first);
     async move {
         let mut timer = pin!(sleep_until(state.last + state.idle));
         let mut stopping = pin!(stopped(&mut stop));
@@ -181,6 +185,9 @@ struct Pump {
     copying: bool,
     /// A read brought `BULK` bytes or more: this direction splices from now on.
     bulk: bool,
+    /// `buf` holds bytes read before the relay began: the first read adds to them, and
+    /// they are sent together.
+    begun: bool,
     /// The source said it had nothing: wait for it to become readable before reading.
     waiting: bool,
     /// End of stream reached and passed on.
@@ -280,6 +287,18 @@ impl<'a> Relay<'a> {
 }
 
 impl Pump {
+    /// Starts with `first`, bytes read from this direction's source before the relay: the
+    /// first read adds to them (so a short answer and its end still leave together), or,
+    /// past a chunk, they are sent as one before anything is read.
+    fn begin_with(&mut self, first: Box<[u8]>) {
+        if first.len() <= CHUNK {
+            self.begun = !first.is_empty();
+        } else {
+            self.read(first.len());
+        }
+        self.buf = first;
+    }
+
     /// Ready at end of stream. Copies small exchanges through the thread's scratch buffer
     /// (a read and a write each); once a read shows bulk transfer, uses splice(2) through a
     /// pipe where the platform has it, so the bytes never enter user space.
@@ -385,6 +404,11 @@ impl Pump {
     /// the shutdown (or close) sends next: a short response and its end cost one segment.
     fn copy_once(&mut self, ends: &Ends<'_>, scratch: &mut [u8]) -> Result<Copied, Failure> {
         let mut n = 0;
+        if std::mem::take(&mut self.begun) {
+            let first = std::mem::take(&mut self.buf);
+            n = first.len();
+            scratch[..n].copy_from_slice(&first);
+        }
         let mut ended = false;
         let mut drained = false;
         let mut failed = None;
@@ -529,8 +553,28 @@ mod tests {
         idle: Duration,
         stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<Relayed> {
+        spawn_relay_from(gw_client, gw_upstream, idle, stop, Vec::new())
+    }
+
+    /// As `spawn_relay`, with `first`, the server's bytes the gateway read already.
+    fn spawn_relay_from(
+        gw_client: TcpStream,
+        gw_upstream: TcpStream,
+        idle: Duration,
+        stop: watch::Receiver<bool>,
+        first: Vec<u8>,
+    ) -> tokio::task::JoinHandle<Relayed> {
         tokio::spawn(async move {
-            relay(&gw_client, &gw_upstream, idle, stop, &Traffic::default()).await
+            let first = first.into_boxed_slice();
+            relay(
+                &gw_client,
+                &gw_upstream,
+                idle,
+                stop,
+                &Traffic::default(),
+                first,
+            )
+            .await
         })
     }
 
@@ -574,6 +618,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bytes_read_before_the_relay_reach_the_client_first_and_are_counted() {
+        // Short: the agreement check's few hundred bytes, sent together with the rest of
+        // the answer and its end. Long: past a chunk, sent whole before anything is read.
+        for (first_len, rest_len) in [(300, 700), (0, 50), (CHUNK + 10, 1000)] {
+            let (mut client, gw_client) = pair().await;
+            let (mut server, gw_upstream) = pair().await;
+            let (_stop_tx, stop) = watch::channel(false);
+            let answer = pattern(first_len + rest_len, 3);
+            let first = answer[..first_len].to_vec();
+            let gateway =
+                spawn_relay_from(gw_client, gw_upstream, Duration::from_secs(30), stop, first);
+            server.write_all(&answer[first_len..]).await.unwrap();
+            server.shutdown().await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            assert!(
+                got == answer,
+                "{first_len}: first bytes lost, reordered or doubled"
+            );
+            let relayed = gateway.await.unwrap();
+            assert_eq!(relayed.reason, CloseReason::Completed);
+            assert_eq!(relayed.server_bytes, answer.len() as u64);
+        }
+    }
+
+    #[tokio::test]
     async fn upstream_reset_is_passed_on_as_a_reset() {
         let (mut client, gw_client) = pair().await;
         let (server, gw_upstream) = pair().await;
@@ -601,6 +672,7 @@ mod tests {
             Duration::from_millis(200),
             stop,
             &Traffic::default(),
+            Box::default(),
         )
         .await;
         assert_eq!(relayed.reason, CloseReason::IdleTimeout);

@@ -41,6 +41,7 @@ pub(super) async fn server_first_forward(
         upstream,
         client_bytes: 0,
         server_bytes: read,
+        first: Box::default(),
     })
 }
 
@@ -60,6 +61,7 @@ pub(super) async fn forward(
             upstream,
             client_bytes: read,
             server_bytes: 0,
+            first: Box::default(),
         }),
         Err(reason) => {
             // What the client would have seen without the gateway: a reset.
@@ -174,7 +176,24 @@ pub(super) async fn finish_dialled(
         reset(&upstream);
         drop(upstream);
         refuse_connection(client, refuse, decision, protocol).await;
+        // Read to be named, never delivered.
+        done.server_bytes = answer.first.len() as u64;
         done.reason = CloseReason::Blocked;
+        return Next::Closed(done);
+    }
+    if let Some(failed) = answer.read_failed {
+        // The server failed before the relay began: what it sent reaches the client as far
+        // as the socket takes it now, then the failure does, as the relay would pass it on
+        // (a reset as a reset).
+        let sent = client.try_write(&answer.first).unwrap_or(0);
+        traffic.downstream.fetch_add(sent as u64, Ordering::Relaxed);
+        done.server_bytes = sent as u64;
+        done.reason = if failed.reset {
+            reset(&client);
+            CloseReason::UpstreamReset
+        } else {
+            CloseReason::UpstreamError
+        };
         return Next::Closed(done);
     }
     Next::Relay(Relaying {
@@ -182,6 +201,7 @@ pub(super) async fn finish_dialled(
         upstream,
         client_bytes: done.client_bytes,
         server_bytes: 0,
+        first: answer.first.into_boxed_slice(),
     })
 }
 
