@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::detect::Detected;
 use super::lanes::Counted;
 use super::limits::Slot;
-use super::relay::{relay, Relayed};
+use super::relay::{relay, Held, Relayed};
 use super::{orig_dst, InForce, ListenerInfo, Shared};
 use crate::config::ListenerMode;
 use crate::events::{CloseEvent, DecisionEvent, Detection, Flow};
@@ -279,5 +279,5 @@ struct Relaying {
     upstream: TcpStream,
     client_bytes: u64,
     server_bytes: u64,
-    first: Box<[u8]>,
+    first: Option<Box<Held>>,
 }

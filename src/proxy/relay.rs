@@ -114,7 +114,7 @@ pub fn relay<'a>(
     idle: Duration,
     mut stop: watch::Receiver<bool>,
     traffic: &'a Traffic,
-    first: Box<[u8]>,
+    first: Option<Box<Held>>,
 ) -> impl Future<Output = Relayed> + Send + 'a {
     let mut state = Relay::new(client, upstream, idle, traffic);
     state.down.begin_with(first);
@@ -168,6 +168,10 @@ struct Ends<'a> {
     live: &'a AtomicU64,
 }
 
+/// Bytes a direction holds between reads, behind one word (`Option<Box<Held>>`): a boxed
+/// slice would take two in every connection's task, for bytes that are rarely there.
+pub struct Held(pub Vec<u8>);
+
 /// One direction's progress. Between reads it holds neither a pipe nor a buffer. (Kept
 /// small: every idle connection holds two.)
 #[derive(Default)]
@@ -179,15 +183,17 @@ struct Pump {
     /// splice(2)'s pipe while bytes are in flight.
     #[cfg(target_os = "linux")]
     pipe: Option<splice::Pipe>,
-    /// The copy buffer while bytes are in flight; empty otherwise.
-    buf: Box<[u8]>,
+    /// The bytes of the chunk not written yet (`left` > 0) while the destination is full, or
+    /// (`left` = 0) those read before the relay began, which the first read adds to. One
+    /// word, as it is rarely there: with a boxed slice (two words) in each direction and in
+    /// the hand-over to the relay, a connection's task grew from 1,048 to 1,064 bytes, past
+    /// the 1,152-byte allocation tokio's task cell had fitted in, and an idle connection
+    /// cost 200 bytes more (measured).
+    buf: Option<Box<Held>>,
     /// No pipe could be had (or the platform has no splice): this direction copies.
     copying: bool,
     /// A read brought `BULK` bytes or more: this direction splices from now on.
     bulk: bool,
-    /// `buf` holds bytes read before the relay began: the first read adds to them, and
-    /// they are sent together.
-    begun: bool,
     /// The source said it had nothing: wait for it to become readable before reading.
     waiting: bool,
     /// End of stream reached and passed on.
@@ -290,13 +296,14 @@ impl Pump {
     /// Starts with `first`, bytes read from this direction's source before the relay: the
     /// first read adds to them (so a short answer and its end still leave together), or,
     /// past a chunk, they are sent as one before anything is read.
-    fn begin_with(&mut self, first: Box<[u8]>) {
-        if first.len() <= CHUNK {
-            self.begun = !first.is_empty();
-        } else {
-            self.read(first.len());
+    fn begin_with(&mut self, first: Option<Box<Held>>) {
+        let Some(first) = first.filter(|f| !f.0.is_empty()) else {
+            return;
+        };
+        if first.0.len() > CHUNK {
+            self.read(first.0.len());
         }
-        self.buf = first;
+        self.buf = Some(first);
     }
 
     /// Ready at end of stream. Copies small exchanges through the thread's scratch buffer
@@ -365,12 +372,13 @@ impl Pump {
     ) -> Poll<Result<(), Failure>> {
         loop {
             if self.left > 0 {
-                let buf = std::mem::take(&mut self.buf);
+                let buf = self.buf.take();
+                let bytes = buf.as_deref().map_or(&[][..], |b| b.0.as_slice());
                 let sent = self.poll_send(ends, last, cx, |sent, left| {
-                    ends.to.try_write(&buf[sent..sent + left])
+                    ends.to.try_write(&bytes[sent..sent + left])
                 });
                 // Kept only while the destination is full.
-                self.buf = if self.left > 0 { buf } else { Box::default() };
+                self.buf = if self.left > 0 { buf } else { None };
                 ready!(sent)?;
             }
             #[cfg(target_os = "linux")]
@@ -404,10 +412,10 @@ impl Pump {
     /// the shutdown (or close) sends next: a short response and its end cost one segment.
     fn copy_once(&mut self, ends: &Ends<'_>, scratch: &mut [u8]) -> Result<Copied, Failure> {
         let mut n = 0;
-        if std::mem::take(&mut self.begun) {
-            let first = std::mem::take(&mut self.buf);
-            n = first.len();
-            scratch[..n].copy_from_slice(&first);
+        // Bytes read before the relay began (at most a chunk: see `begin_with`).
+        if let Some(first) = self.buf.take() {
+            n = first.0.len();
+            scratch[..n].copy_from_slice(&first.0);
         }
         let mut ended = false;
         let mut drained = false;
@@ -458,7 +466,7 @@ impl Pump {
         }
         if sent < n {
             // Kept until the destination takes them; an ended source reads as ended again.
-            self.buf = scratch[..n].into();
+            self.buf = Some(Box::new(Held(scratch[..n].to_vec())));
             return Ok(Copied::Part);
         }
         Ok(if ended {
@@ -565,7 +573,7 @@ mod tests {
         first: Vec<u8>,
     ) -> tokio::task::JoinHandle<Relayed> {
         tokio::spawn(async move {
-            let first = first.into_boxed_slice();
+            let first = Some(Box::new(Held(first)));
             relay(
                 &gw_client,
                 &gw_upstream,
@@ -672,7 +680,7 @@ mod tests {
             Duration::from_millis(200),
             stop,
             &Traffic::default(),
-            Box::default(),
+            None,
         )
         .await;
         assert_eq!(relayed.reason, CloseReason::IdleTimeout);
@@ -742,7 +750,7 @@ mod tests {
             echoed += request.len() as u64;
         }
         assert!(!relay.up.bulk, "small reads stay copied");
-        assert!(relay.up.buf.is_empty(), "no buffer held between reads");
+        assert!(relay.up.buf.is_none(), "no buffer held between reads");
         #[cfg(target_os = "linux")]
         assert!(relay.up.pipe.is_none());
 

@@ -17,7 +17,7 @@ use crate::metrics::Traffic;
 use crate::policy::{Decision, Refuse};
 use crate::proxy::agree::{server_answer, Answer};
 use crate::proxy::dial::connect;
-use crate::proxy::relay::Relayed;
+use crate::proxy::relay::{Held, Relayed};
 use crate::proxy::Shared;
 use crate::sniff::Protocol;
 
@@ -41,7 +41,7 @@ pub(super) async fn server_first_forward(
         upstream,
         client_bytes: 0,
         server_bytes: read,
-        first: Box::default(),
+        first: None,
     })
 }
 
@@ -61,7 +61,7 @@ pub(super) async fn forward(
             upstream,
             client_bytes: read,
             server_bytes: 0,
-            first: Box::default(),
+            first: None,
         }),
         Err(reason) => {
             // What the client would have seen without the gateway: a reset.
@@ -201,7 +201,7 @@ pub(super) async fn finish_dialled(
         upstream,
         client_bytes: done.client_bytes,
         server_bytes: 0,
-        first: answer.first.into_boxed_slice(),
+        first: (!answer.first.is_empty()).then(|| Box::new(Held(answer.first))),
     })
 }
 
