@@ -13,11 +13,11 @@ use socket2::SockRef;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 
+use super::relay::is_reset;
 use crate::sniff::{self, Sniffed, Verdict};
 
-/// Longest server first turn looked at: greetings and banners are far shorter. (The relay
-/// sends what was read through its copy buffer in one piece.)
-pub const FIRST: usize = 1024;
+/// Longest server first turn looked at: greetings and banners are far shorter.
+const FIRST: usize = 1024;
 /// A first turn shorter than this, without a complete line, may still be arriving.
 const SHORT: usize = 256;
 /// How long the rest of a first turn may take to follow its first bytes.
@@ -161,16 +161,7 @@ pub async fn server_answer(
     }
 }
 
-fn is_reset(err: &std::io::Error) -> bool {
-    matches!(
-        err.kind(),
-        std::io::ErrorKind::ConnectionReset
-            | std::io::ErrorKind::BrokenPipe
-            | std::io::ErrorKind::ConnectionAborted
-    )
-}
-
-/// Writes all of `buf` through a shared reference (the socket is peeked at meanwhile).
+/// Writes all of `buf` through a shared reference (the socket is read from meanwhile).
 async fn write_all(to: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
     while !buf.is_empty() {
         to.writable().await?;

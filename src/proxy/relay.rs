@@ -74,6 +74,16 @@ enum Peer {
     Upstream,
 }
 
+/// Whether a socket's error means the peer reset the connection (passed on as a reset).
+pub fn is_reset(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
 /// A failed direction: which socket failed, and whether it was a reset.
 #[derive(Debug)]
 struct Failure {
@@ -83,13 +93,10 @@ struct Failure {
 
 impl Failure {
     fn new(peer: Peer, err: &io::Error) -> Failure {
-        let reset = matches!(
-            err.kind(),
-            io::ErrorKind::ConnectionReset
-                | io::ErrorKind::BrokenPipe
-                | io::ErrorKind::ConnectionAborted
-        );
-        Failure { peer, reset }
+        Failure {
+            peer,
+            reset: is_reset(err),
+        }
     }
 
     fn reason(&self) -> CloseReason {
