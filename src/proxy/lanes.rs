@@ -6,11 +6,9 @@
 //! as HAProxy's listener queues do; when the threads are even (a lightly loaded gateway
 //! most of all) every connection stays where it was accepted, at no cost.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-use std::net::TcpStream;
 
 use tokio::sync::mpsc;
 

@@ -243,8 +243,8 @@ enum Upstream {
 }
 
 /// Client first, starting from the bytes an explicit proxy read already (`begun`); if the
-/// client stays silent for `client_first_ms`, the server's banner (from `connected` when an explicit proxy has
-/// dialled already).
+/// client stays silent for `client_first_ms`, the server's banner (from `connected` when an
+/// explicit proxy has dialled already).
 async fn inspect(
     shared: &Shared,
     policy: &Policy,
