@@ -107,9 +107,9 @@ impl Policy {
                     Ports::Standard => self.catalogue.is_standard(p, port),
                 }
         };
-        let candidates: Vec<usize> = (0..seg.rules.len())
-            .filter(|&i| names_port(&seg.rules[i]))
-            .collect();
+        // The rules naming this port, in order; walked again rather than collected (no
+        // allocation on every connection's decision).
+        let candidates = || (0..seg.rules.len()).filter(|&i| names_port(&seg.rules[i]));
         let decision = |reason, rule: Option<usize>, expected: Vec<Protocol>| Decision {
             action: action(seg, reason),
             reason,
@@ -117,12 +117,12 @@ impl Policy {
             rule,
             expected_protocols: expected,
         };
-        let Some(&first) = candidates.first() else {
+        let Some(first) = candidates().next() else {
             return decision(Reason::PortNotAllowed, None, Vec::new());
         };
 
         let mut expected: Vec<Protocol> = Vec::new();
-        for &i in &candidates {
+        for i in candidates() {
             for &p in &seg.rules[i].protocols {
                 if allows_on_port(&seg.rules[i], p) && !expected.contains(&p) {
                     expected.push(p);
@@ -130,12 +130,8 @@ impl Policy {
             }
         }
 
-        let allowing: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|&i| allows_on_port(&seg.rules[i], protocol))
-            .collect();
-        let Some(&first_allowing) = allowing.first() else {
+        let allowing = || candidates().filter(|&i| allows_on_port(&seg.rules[i], protocol));
+        let Some(first_allowing) = allowing().next() else {
             if protocol == Protocol::Unknown {
                 return match seg.on_unidentified {
                     OnUnidentified::Allow => decision(Reason::Allowed, None, expected),
@@ -148,7 +144,7 @@ impl Policy {
         };
 
         let mut first_past_destination = None;
-        for &i in &allowing {
+        for i in allowing() {
             let rule = &seg.rules[i];
             let dest_ok = rule.destinations.is_empty()
                 || rule.destinations.iter().any(|n| n.contains(&dest_ip));
@@ -181,30 +177,30 @@ impl Policy {
     /// the client's turn through, refused in block mode and alerted in monitor mode.
     pub fn reconcile(
         &self,
-        client: &Decision,
+        client: Decision,
         client_protocol: Protocol,
         destination: SocketAddr,
         server: Protocol,
     ) -> Decision {
         let Some(segment) = client.segment else {
-            return client.clone();
+            return client;
         };
         if server == client_protocol
             || server == Protocol::Unknown
             || client.reason == Reason::ExemptDestination
         {
-            return client.clone();
+            return client;
         }
         if client_protocol == Protocol::Unknown {
             return self.decide_rules(segment, destination, server, None);
         }
         let Some(seg) = self.segments.get(segment) else {
-            return client.clone();
+            return client;
         };
         Decision {
             action: action(seg, Reason::ProtocolNotAllowed),
             reason: Reason::ProtocolNotAllowed,
-            ..client.clone()
+            ..client
         }
     }
 

@@ -328,7 +328,7 @@ fn both_sides_must_agree() {
             admission: Admission::Admitted,
         });
         assert!(first.action.forwards(), "{source} {destination} {client:?}");
-        let d = p.reconcile(&first, client, destination, server);
+        let d = p.reconcile(first, client, destination, server);
         (d.reason, d.action, p.rule(&d).map(|r| r.id.clone()))
     };
     let rule = |id: &str| Some(id.to_owned());

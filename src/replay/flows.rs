@@ -365,7 +365,7 @@ impl Ctx<'_> {
                 server_protocol = Some(named.protocol);
                 decision = self
                     .policy
-                    .reconcile(&decision, protocol, who.server, named.protocol);
+                    .reconcile(decision, protocol, who.server, named.protocol);
             }
         }
         Some(self.event(who, &decision, sniffed.as_ref(), detection, server_protocol))

@@ -79,7 +79,7 @@ pub(super) async fn verdict<'a>(
                     .as_ref()
                     .map_or(Protocol::Unknown, |s| s.protocol);
                 decision =
-                    policy.reconcile(&decision, client_protocol, destination, server.protocol);
+                    policy.reconcile(decision, client_protocol, destination, server.protocol);
             }
             dialled = Some(d);
         }
