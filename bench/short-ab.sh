@@ -15,12 +15,15 @@
 # 26443 (HAProxy) and 27101 onwards (portcullis), so not while bench/compare.sh runs.
 #
 # "exchange µs" is in flight / rate: how long each connection takes from the client's
-# connect to its next one. tcpbench times a connection from connect(2) to the first byte
-# of the answer, but starts the next one only at the end of the answer (its FIN). A proxy
-# that sends the answer's FIN in a later segment than its bytes moves part of each exchange
-# out of the measured latency: at the same rate its p50 is lower. With tcpdump (and root),
-# one more round per target and load (FINS=0 skips it) is captured, and a second table says
-# how often each proxy sent the FIN with the answer, and how late it came otherwise.
+# connect to its next one. tcpbench times a connection from connect(2) to the answer's
+# first byte as its event loop reads it, and opens the next one at the answer's FIN. When
+# the FIN comes with the bytes, it closes that connection and dials the next one before it
+# reads the other answers of the same epoll batch, which it then times late; when the FIN
+# comes later, that work falls outside any timing. So with tcpdump (and root) CAPTURES more
+# interleaved rounds per target and load (3; 0 skips them) are captured on lo, and a second
+# table times the exchange on the wire: from the client's SYN to the proxy's first segment
+# with the answer's bytes, and to the proxy's FIN. It also says how often the FIN rode on
+# the answer's bytes, and how late it came otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 harness=$(realpath "${HARNESS:-../shared/bench}")
@@ -94,22 +97,25 @@ for conc in $CONCS; do
   done
 done
 
-# One captured round per target and load: where the answer's FIN went (the proxy's
-# segments to the client only; headers are enough).
+# CAPTURES more interleaved rounds per target and load, captured on lo (headers only):
+# the exchange timed on the wire.
 fins=$work/fins.tsv
-if [ "${FINS:-1}" != 0 ] && command -v tcpdump >/dev/null && [ "$(id -u)" -eq 0 ]; then
+CAPTURES=${CAPTURES:-3}
+if [ "$CAPTURES" -gt 0 ] && command -v tcpdump >/dev/null && [ "$(id -u)" -eq 0 ]; then
   for conc in $CONCS; do
-    for t in "${targets[@]}"; do
-      p=${t##*:}
-      tcpdump -i lo -nn -s 96 -w "$work/fin-$conc-$p.pcap" "tcp src port $p" 2>/dev/null &
-      dump=$!
-      sleep 0.5
-      "$tb" rate "127.0.0.1:$p" "$work/hello.bin" "$conc" "$SECS" >/dev/null
-      sleep 0.3
-      kill -INT "$dump"
-      wait "$dump" || true
-      tcpdump -r "$work/fin-$conc-$p.pcap" -nn -tt 2>/dev/null |
-        sed "s/^/$conc\t${t%%:*}\t/" >>"$fins"
+    for ((r = 1; r <= CAPTURES; r++)); do
+      for t in "${targets[@]}"; do
+        p=${t##*:}
+        pcap=$work/capture.pcap
+        tcpdump -i lo -nn -s 96 -w "$pcap" "tcp port $p" 2>/dev/null &
+        dump=$!
+        sleep 0.5
+        "$tb" rate "127.0.0.1:$p" "$work/hello.bin" "$conc" "$SECS" >/dev/null
+        sleep 0.3
+        kill -INT "$dump"
+        wait "$dump" || true
+        tcpdump -r "$pcap" -nn -tt 2>/dev/null | sed "s/^/$conc\t${t%%:*}\t/" >>"$fins"
+      done
     done
   done
 fi
@@ -132,38 +138,48 @@ for (conc, name), v in sorted(rows.items()):
     print(f"| {conc} | {name} | {med[0]:,.0f} | {exchange:,.0f} | {med[1]:,.0f} | {med[2]:,.0f} | {med[3]:.0f} |")
 print(f"\n{len(next(iter(rows.values())))} interleaved rounds per target and load; medians.")
 
-# The captured rounds: per client connection (a SYN-ACK starts one), the first segment with
-# bytes, and whether the FIN rode on it or came later.
+# The captured rounds, per client connection: its SYN, the proxy's first segment with
+# bytes, and the proxy's FIN (on that segment or later). Timed on the wire, so the load
+# generator's own scheduling is left out.
+def pct(v, q):
+    return sorted(v)[int((len(v) - 1) * q)]
+
 if os.path.exists(sys.argv[3]):
-    seg = re.compile(r"([\d.]+) IP \S+ > (\S+): Flags \[([^\]]*)\].* length (\d+)")
+    seg = re.compile(r"([\d.]+) IP (\S+) > (\S+): Flags \[([^\]]*)\].* length (\d+)")
     found = {}
     for line in open(sys.argv[3]):
         conc, name, text = line.rstrip("\n").split("\t", 2)
         m = seg.match(text)
         if not m:
             continue
-        at, client, flags, length = float(m[1]), m[2], m[3], int(m[4])
-        conns = found.setdefault((int(conc), name), {"open": {}, "with": 0, "gaps": []})
-        if "S" in flags:
-            conns["open"][client] = None
-        elif client in conns["open"]:
-            sent = conns["open"][client]
-            if sent is None and length > 0:
-                if "F" in flags:
-                    conns["with"] += 1
-                    del conns["open"][client]
-                else:
-                    conns["open"][client] = at
-            elif sent is not None and "F" in flags:
-                conns["gaps"].append((at - sent) * 1e6)
-                del conns["open"][client]
-    print("\n| in flight | target | answers with their FIN in the same segment | FIN apart: median µs after the bytes |")
-    print("|---|---|---|---|")
+        at, src, dst, flags, length = float(m[1]), m[2], m[3], m[4], int(m[5])
+        c = found.setdefault((int(conc), name), {"open": {}, "with": 0, "gaps": [], "first": [], "fin": []})
+        if flags == "S":
+            c["open"][src] = [at, None]
+            continue
+        conn = c["open"].get(dst)
+        if conn is None:
+            continue
+        if conn[1] is None and length > 0:
+            conn[1] = at
+            c["first"].append((at - conn[0]) * 1e6)
+        if conn[1] is not None and "F" in flags:
+            if at == conn[1]:
+                c["with"] += 1
+            else:
+                c["gaps"].append((at - conn[1]) * 1e6)
+            c["fin"].append((at - conn[0]) * 1e6)
+            del c["open"][dst]
+    print("\n| in flight | target | FIN with the answer's bytes | FIN apart: median µs later | SYN to answer p50 / p99 µs | SYN to FIN p50 / p99 µs |")
+    print("|---|---|---|---|---|---|")
     for (conc, name), c in sorted(found.items()):
         total = c["with"] + len(c["gaps"])
-        share = f"{100 * c['with'] / total:.0f} % of {total:,}" if total else "-"
+        if not total:
+            continue
         gap = f"{statistics.median(c['gaps']):,.0f}" if c["gaps"] else "-"
-        print(f"| {conc} | {name} | {share} | {gap} |")
-    print("\nOne captured round per target and load (tcpdump on lo).")
+        first = f"{pct(c['first'], .5):,.0f} / {pct(c['first'], .99):,.0f}"
+        fin = f"{pct(c['fin'], .5):,.0f} / {pct(c['fin'], .99):,.0f}"
+        print(f"| {conc} | {name} | {100 * c['with'] / total:.0f} % of {total:,} | {gap} | {first} | {fin} |")
+    print(f"\nPooled over the captured rounds (tcpdump on lo).")
 PY
 echo "raw rounds: $raw"
