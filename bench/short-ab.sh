@@ -86,7 +86,10 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 raw=$work/raw.tsv
 for conc in $CONCS; do
   for ((r = 1; r <= ROUNDS; r++)); do
-    for t in "${targets[@]}"; do
+    # Each round starts one target later (A B C, B C A, ...), as the harness does: no
+    # target always follows the same one.
+    for ((k = 0; k < ${#targets[@]}; k++)); do
+      t=${targets[$(((r + k) % ${#targets[@]}))]}
       p=${t##*:}
       pid=$(pid_of "$p")
       before=$(cpu_ticks "$pid")
