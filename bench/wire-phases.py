@@ -7,8 +7,11 @@ p99 of each phase over every connection seen, per leg. No connection is matched 
 legs (under load the order of the two legs' connections says nothing), so the phases of
 one leg are compared with the same phases through another proxy, not added to the other's.
 
+    gcc -O2 -pthread -o /tmp/tcpbench ../shared/bench/tcpbench.c
+    python3 ../shared/bench/gen_hello.py short.allowed.test /tmp/hello.bin
+    # a backend on 25443 (/tmp/tcpbench server 127.0.0.1:25443 128), a proxy on 27101
     tcpdump -i lo -nn -s 96 -B 65536 -w /tmp/c.pcap 'tcp port 27101 or tcp port 25443' &
-    tcpbench rate 127.0.0.1:27101 hello.bin 32 2; kill -INT %1
+    /tmp/tcpbench rate 127.0.0.1:27101 /tmp/hello.bin 32 2; kill -INT %1
     tcpdump -r /tmp/c.pcap -nn -tt > /tmp/c.txt
     bench/wire-phases.py /tmp/c.txt 27101 25443
 
@@ -24,8 +27,9 @@ LINE = re.compile(r"(\d+\.\d+) IP (\S+) > (\S+): Flags \[([^\]]*)\].*length (\d+
 
 
 def legs(path, proxy_port, backend_port):
-    """Per leg, a dict of first times per connection. The open connection of each dialling
-    port is in `open`; a new SYN from the same port files the old one in `done`."""
+    """Per leg, the list of connections, each a dict of first times. While a connection is
+    open it is under its dialling port in `leg`; a new SYN from that port moves it to
+    `done`."""
     found = {proxy_port: ({}, []), backend_port: ({}, [])}
     with open(path) as text:
         for line in text:
