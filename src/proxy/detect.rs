@@ -1,7 +1,13 @@
 //! The detection driver: reads a connection's first turn under a deadline and a byte cap,
 //! asks the sniffers after every read, and keeps every byte it read for replay upstream.
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::io::{self, Read};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use socket2::SockRef;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
 use crate::events::Detection;
@@ -76,6 +82,54 @@ where
         stop: Detection::Timeout,
         buf: Vec::new(),
     })
+}
+
+/// A socket whose first read tries the socket at once. tokio reads a socket only after
+/// epoll has reported it readable, and a connection just accepted has no report yet: its
+/// first read would wait for a turn of the event loop (behind every other connection ready
+/// in that turn, and arming the detection deadline's timer meanwhile), though the client's
+/// first turn is usually in the socket by the time the connection is accepted. HAProxy
+/// likewise reads straight after accept(2). Every later read waits for readiness as usual.
+pub struct Eager<'a> {
+    socket: &'a mut TcpStream,
+    tried: bool,
+}
+
+impl<'a> Eager<'a> {
+    pub fn new(socket: &'a mut TcpStream) -> Eager<'a> {
+        Eager {
+            socket,
+            tried: false,
+        }
+    }
+}
+
+impl AsyncRead for Eager<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        if !std::mem::replace(&mut me.tried, true) {
+            // One recv(2) on the non-blocking socket, whatever tokio knows of its readiness:
+            // bytes, the end of the stream and an error are the read's answer; only "would
+            // block" leaves the read to wait for readiness.
+            match (&*SockRef::from(&*me.socket)).read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(err) => return Poll::Ready(Err(err)),
+            }
+        }
+        Pin::new(&mut *me.socket).poll_read(cx, buf)
+    }
 }
 
 /// `None` when `silence` passed with not a byte read (`begun` is empty then).
@@ -351,5 +405,71 @@ mod tests {
             (detected.stop, detected.buf.as_slice()),
             (Detection::Matched, &b"xxxx"[..])
         );
+    }
+
+    /// A connection accepted on loopback as the gateway accepts (accept4(2), then into this
+    /// thread's reactor) whose client has sent `bytes` (and they have arrived), with the
+    /// client's end.
+    fn accepted_with(bytes: &[u8]) -> (TcpStream, std::net::TcpStream) {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.write_all(bytes).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let accepted = TcpStream::from_std(accepted).unwrap();
+        let mut peek = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+        while SockRef::from(&accepted).peek(&mut peek).unwrap_or(0) < bytes.len() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (accepted, client)
+    }
+
+    #[tokio::test]
+    async fn an_eager_first_read_takes_what_waits_at_once_and_later_reads_wait_for_readiness() {
+        let (mut accepted, client) = accepted_with(b"hello");
+        let mut eager = Eager::new(&mut accepted);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut buf = [0u8; 16];
+        // Polled once, with no turn of the event loop since the accept: the bytes already.
+        let mut read = ReadBuf::new(&mut buf);
+        let first = Pin::new(&mut eager).poll_read(&mut cx, &mut read);
+        assert!(matches!(first, Poll::Ready(Ok(()))), "{first:?}");
+        assert_eq!(read.filled(), b"hello");
+        // Nothing more to read: the next read waits, and then sees the end of the stream.
+        let mut read = ReadBuf::new(&mut buf);
+        assert!(Pin::new(&mut eager)
+            .poll_read(&mut cx, &mut read)
+            .is_pending());
+        drop(client);
+        assert_eq!(eager.read(&mut buf).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_eager_first_read_reports_a_reset_and_detection_names_it() {
+        let (mut accepted, client) = accepted_with(b"");
+        SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+        let err = Eager::new(&mut accepted)
+            .read(&mut [0u8; 16])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+
+        let (mut accepted, client) = accepted_with(b"");
+        SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+        let detected = detect(
+            &mut Eager::new(&mut accepted),
+            Duration::from_secs(5),
+            64,
+            wants(4),
+        )
+        .await;
+        assert_eq!(detected.stop, Detection::ReadError);
     }
 }

@@ -15,7 +15,7 @@ use super::{Early, Judged, Known, Next};
 use crate::events::{CloseReason, Detection};
 use crate::metrics::{Side, Tracked, Traffic};
 use crate::policy::{Decision, Gate, Policy, Reason, Refuse};
-use crate::proxy::detect::{client_first_turn, server_first_turn, ClientTurn, Detected};
+use crate::proxy::detect::{client_first_turn, server_first_turn, ClientTurn, Detected, Eager};
 use crate::proxy::dial::connect;
 use crate::proxy::relay::Relayed;
 use crate::proxy::{InForce, Shared};
@@ -263,6 +263,7 @@ async fn inspect(
         stop: Detection::Timeout,
         buf: Vec::new(),
     };
+    let client = &mut Eager::new(client);
     match client_first_turn(client, begun, deadline, silence, detect.max_bytes).await {
         ClientTurn::Spoke(detected) => Inspection::read(detected),
         ClientTurn::Silent => {
