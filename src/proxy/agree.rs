@@ -5,11 +5,14 @@
 //! waits, the client's further bytes (a request body, a pipelined request) keep flowing
 //! upstream, so a client that has more to say before the server answers is not held up.
 
+use std::io::ErrorKind::WouldBlock;
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::time::Duration;
 
 use socket2::SockRef;
 
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 
@@ -95,7 +98,7 @@ pub async fn server_answer(
                     }
                     // End of stream: nothing (more) to name; the relay reads it again.
                     Ok(_) => false,
-                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => true,
+                    Err(err) if err.kind() == WouldBlock => true,
                     Err(err) => {
                         answer.read_failed = Some(ReadFailed {
                             reset: is_reset(&err),
@@ -118,6 +121,9 @@ pub async fn server_answer(
                     return answer;
                 }
                 if pump.is_empty() {
+                    if nothing_to_read(client) {
+                        continue;
+                    }
                     pump.resize(PUMP, 0);
                 }
                 match client.try_read(&mut pump) {
@@ -145,7 +151,7 @@ pub async fn server_answer(
                             return answer;
                         }
                     },
-                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => true,
+                    Err(err) if err.kind() == WouldBlock => true,
                     Err(_) => {
                         answer.client_failed = true;
                         return answer;
@@ -159,6 +165,17 @@ pub async fn server_answer(
             return answer;
         }
     }
+}
+
+/// Whether the client has nothing to read, though the reactor said it had: detection reads
+/// the first turn before the reactor has reported it (`detect::Eager`), and the report comes
+/// after the bytes are gone. Looks with a one-byte peek, and forgets that readiness when
+/// nothing is there, so that a connection whose client says nothing more while the server
+/// answers never allocates (and zeroes) the pump's buffer.
+fn nothing_to_read(client: &TcpStream) -> bool {
+    let mut byte = [MaybeUninit::uninit(); 1];
+    let peeked = client.try_io(Interest::READABLE, || SockRef::from(client).peek(&mut byte));
+    matches!(peeked, Err(err) if err.kind() == WouldBlock)
 }
 
 /// Writes all of `buf` through a shared reference (the socket is read from meanwhile).
@@ -235,6 +252,37 @@ mod tests {
         assert!(answer.sniffed.is_none() && answer.first.is_empty());
         assert_eq!(answer.read_failed, Some(ReadFailed { reset: true }));
         assert!(Instant::now() < until - Duration::from_secs(4));
+    }
+
+    #[tokio::test]
+    async fn bytes_sent_after_an_eagerly_read_first_turn_still_flow_while_the_server_is_silent() {
+        use std::io::Write;
+        // The gateway's end as the gateway accepts it, its first turn read before the
+        // reactor reported it: the report that follows finds nothing to read.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut far = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        far.write_all(b"hello").unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let mut client = TcpStream::from_std(accepted).unwrap();
+        let mut turn = [0u8; 5];
+        crate::proxy::detect::Eager::new(&mut client)
+            .read_exact(&mut turn)
+            .await
+            .unwrap();
+        let (upstream, mut server) = pair().await;
+        let later = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            far.write_all(b"more").unwrap();
+            far
+        });
+        let until = Instant::now() + Duration::from_millis(300);
+        let answer = server_answer(&client, &upstream, until, STALL).await;
+        let _far = later.join().unwrap();
+        assert_eq!(answer.client_bytes, 4);
+        let mut got = [0u8; 4];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"more");
     }
 
     #[tokio::test]
