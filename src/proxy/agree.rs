@@ -121,10 +121,15 @@ pub async fn server_answer(
                     return answer;
                 }
                 if pump.is_empty() {
-                    if nothing_to_read(client) {
-                        continue;
+                    match look(client) {
+                        Err(err) if err.kind() == WouldBlock => continue,
+                        // The peek took the error (a reset): the read below would not see it.
+                        Err(_) => {
+                            answer.client_failed = true;
+                            return answer;
+                        }
+                        Ok(_) => pump.resize(PUMP, 0),
                     }
-                    pump.resize(PUMP, 0);
                 }
                 match client.try_read(&mut pump) {
                     // End of the client's stream: pass the half-close on now, as the
@@ -167,15 +172,16 @@ pub async fn server_answer(
     }
 }
 
-/// Whether the client has nothing to read, though the reactor said it had: detection reads
-/// the first turn before the reactor has reported it (`detect::Eager`), and the report comes
-/// after the bytes are gone. Looks with a one-byte peek, and forgets that readiness when
-/// nothing is there, so that a connection whose client says nothing more while the server
-/// answers never allocates (and zeroes) the pump's buffer.
-fn nothing_to_read(client: &TcpStream) -> bool {
+/// Whether the client has bytes (or its end of stream) to read, though the reactor said it
+/// had: detection reads the first turn before the reactor has reported it
+/// (`detect::Eager`), and the report comes after the bytes are gone. Looks with a one-byte
+/// peek and forgets that readiness when nothing is there (`WouldBlock`), so that a
+/// connection whose client says nothing more while the server answers never allocates (and
+/// zeroes) the pump's buffer. A socket error is the peek's to report: it is cleared once
+/// read.
+fn look(client: &TcpStream) -> std::io::Result<usize> {
     let mut byte = [MaybeUninit::uninit(); 1];
-    let peeked = client.try_io(Interest::READABLE, || SockRef::from(client).peek(&mut byte));
-    matches!(peeked, Err(err) if err.kind() == WouldBlock)
+    client.try_io(Interest::READABLE, || SockRef::from(client).peek(&mut byte))
 }
 
 /// Writes all of `buf` through a shared reference (the socket is read from meanwhile).
@@ -283,6 +289,34 @@ mod tests {
         let mut got = [0u8; 4];
         server.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"more");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_resets_after_an_eagerly_read_first_turn_has_failed() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut far = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        far.write_all(b"hello").unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let mut client = TcpStream::from_std(accepted).unwrap();
+        let mut turn = [0u8; 5];
+        crate::proxy::detect::Eager::new(&mut client)
+            .read_exact(&mut turn)
+            .await
+            .unwrap();
+        let (upstream, _server) = pair().await;
+        let later = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            SockRef::from(&far)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        });
+        let until = Instant::now() + Duration::from_secs(5);
+        let answer = server_answer(&client, &upstream, until, STALL).await;
+        later.join().unwrap();
+        assert!(answer.client_failed, "{answer:?}");
+        assert!(Instant::now() < until - Duration::from_secs(4));
     }
 
     #[tokio::test]

@@ -91,7 +91,7 @@ where
 /// first turn is usually in the socket by the time the connection is accepted. HAProxy
 /// likewise reads straight after accept(2). Every later read waits for readiness as usual.
 /// The reactor still reports the readiness that the first read used up, so the next wait
-/// for readability may end with nothing to read (`agree::nothing_to_read` allows for it).
+/// for readability may end with nothing to read (`agree::look` allows for it).
 pub struct Eager<'a> {
     socket: &'a mut TcpStream,
     tried: bool,
