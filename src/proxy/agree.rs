@@ -260,11 +260,11 @@ mod tests {
         assert!(Instant::now() < until - Duration::from_secs(4));
     }
 
-    #[tokio::test]
-    async fn bytes_sent_after_an_eagerly_read_first_turn_still_flow_while_the_server_is_silent() {
+    /// The gateway's end of a connection as the gateway accepts it, whose first turn
+    /// ("hello") detection read before the reactor reported it: the report that follows
+    /// finds nothing to read. With the client's end.
+    async fn eagerly_read() -> (TcpStream, std::net::TcpStream) {
         use std::io::Write;
-        // The gateway's end as the gateway accepts it, its first turn read before the
-        // reactor reported it: the report that follows finds nothing to read.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut far = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         far.write_all(b"hello").unwrap();
@@ -276,6 +276,13 @@ mod tests {
             .read_exact(&mut turn)
             .await
             .unwrap();
+        (client, far)
+    }
+
+    #[tokio::test]
+    async fn bytes_sent_after_an_eagerly_read_first_turn_still_flow_while_the_server_is_silent() {
+        use std::io::Write;
+        let (client, mut far) = eagerly_read().await;
         let (upstream, mut server) = pair().await;
         let later = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
@@ -293,18 +300,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_resets_after_an_eagerly_read_first_turn_has_failed() {
-        use std::io::Write;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut far = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        far.write_all(b"hello").unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        accepted.set_nonblocking(true).unwrap();
-        let mut client = TcpStream::from_std(accepted).unwrap();
-        let mut turn = [0u8; 5];
-        crate::proxy::detect::Eager::new(&mut client)
-            .read_exact(&mut turn)
-            .await
-            .unwrap();
+        let (client, far) = eagerly_read().await;
         let (upstream, _server) = pair().await;
         let later = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
