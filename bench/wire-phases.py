@@ -18,9 +18,16 @@ one leg are compared with the same phases through another proxy, not added to th
 Phases: SYN to the first data from the side that dialled ("request"), request to the
 first data back ("answer"), answer to the dialling side's FIN (client leg) or to the
 answering side's FIN (upstream leg).
+
+With 1 connection in flight the legs can be matched (each upstream connection is dialled
+between its client's request and answer), and `--one-in-flight` after the ports prints
+each step of the exchange in order instead, from the client's SYN to its next SYN:
+
+    bench/wire-phases.py /tmp/c.txt 27101 25443 --one-in-flight
 """
 
 import re
+import statistics
 import sys
 
 LINE = re.compile(r"(\d+\.\d+) IP (\S+) > (\S+): Flags \[([^\]]*)\].*length (\d+)")
@@ -71,7 +78,51 @@ def percentiles(conns, start, end):
     return f"p50 {pick(0.5):7.0f}  p90 {pick(0.9):7.0f}  p99 {pick(0.99):7.0f} µs  ({len(spans)})"
 
 
+STEPS = [
+    ("client SYN to its request", lambda c, u, n: c["request"] - c["syn"]),
+    ("request to the upstream SYN", lambda c, u, n: u["syn"] - c["request"]),
+    ("upstream SYN to the request sent on", lambda c, u, n: u["request"] - u["syn"]),
+    ("the backend's answer time", lambda c, u, n: u["answer"] - u["request"]),
+    ("the backend's answer to the client's", lambda c, u, n: c["answer"] - u["answer"]),
+    ("the client's answer to its FIN", lambda c, u, n: c["dialler_fin"] - c["answer"]),
+    ("the client's FIN to its next SYN", lambda c, u, n: n["syn"] - c["dialler_fin"]),
+    ("one whole exchange", lambda c, u, n: n["syn"] - c["syn"]),
+]
+
+
+def one_in_flight(client, upstream):
+    """Each client connection with the upstream connection dialled between its request and
+    its answer, and the next client connection; the p50 and mean of each step."""
+    whole = lambda c, keys: all(k in c for k in keys)
+    client = sorted(
+        (c for c in client if whole(c, ("syn", "request", "answer", "dialler_fin"))),
+        key=lambda c: c["syn"],
+    )
+    upstream = sorted(
+        (u for u in upstream if whole(u, ("syn", "request", "answer"))), key=lambda u: u["syn"]
+    )
+    spans = {name: [] for name, _ in STEPS}
+    j = 0
+    for c, n in zip(client, client[1:]):
+        while j < len(upstream) and upstream[j]["syn"] < c["request"]:
+            j += 1
+        if j == len(upstream) or upstream[j]["syn"] > c["answer"]:
+            continue
+        for name, step in STEPS:
+            spans[name].append(step(c, upstream[j], n) * 1e6)
+    for name, values in spans.items():
+        if not values:
+            sys.exit("no exchange has both legs: was more than one connection in flight?")
+        print(
+            f"  {name:<38} p50 {statistics.median(values):6.1f}  "
+            f"mean {statistics.mean(values):6.1f} µs  ({len(values)})"
+        )
+
+
 def main():
+    if len(sys.argv) == 5 and sys.argv[4] == "--one-in-flight":
+        one_in_flight(*legs(*sys.argv[1:4]))
+        return
     if len(sys.argv) != 4:
         sys.exit(__doc__)
     client, upstream = legs(*sys.argv[1:4])
