@@ -264,13 +264,7 @@ mod tests {
     /// ("hello") detection read before the reactor reported it: the report that follows
     /// finds nothing to read. With the client's end.
     async fn eagerly_read() -> (TcpStream, std::net::TcpStream) {
-        use std::io::Write;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut far = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        far.write_all(b"hello").unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        accepted.set_nonblocking(true).unwrap();
-        let mut client = TcpStream::from_std(accepted).unwrap();
+        let (mut client, far) = crate::proxy::detect::tests::accepted_with(b"hello");
         let mut turn = [0u8; 5];
         crate::proxy::detect::Eager::new(&mut client)
             .read_exact(&mut turn)

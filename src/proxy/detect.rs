@@ -193,7 +193,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::sniff::{Meta, Protocol, Side};
     use std::time::Duration;
@@ -412,7 +412,7 @@ mod tests {
     /// A connection accepted on loopback as the gateway accepts (accept4(2), then into this
     /// thread's reactor) whose client has sent `bytes` (and they have arrived), with the
     /// client's end.
-    fn accepted_with(bytes: &[u8]) -> (TcpStream, std::net::TcpStream) {
+    pub(in crate::proxy) fn accepted_with(bytes: &[u8]) -> (TcpStream, std::net::TcpStream) {
         use std::io::Write;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
