@@ -10,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -32,6 +32,13 @@ pub async fn connect(
     )
     .map_err(|_| CloseReason::UpstreamError)?;
     let _ = socket.set_tcp_nodelay(true);
+    // With bytes to send, the handshake's last ACK waits for them and leaves with them
+    // (HAProxy's `tcp-smart-connect`): one segment less, and the server's accept(2) finds
+    // the bytes already queued. Undone once they are sent (below).
+    #[cfg(target_os = "linux")]
+    if !first.is_empty() {
+        let _ = socket.set_tcp_quickack(false);
+    }
     match socket.connect(&destination.into()) {
         Ok(()) => {}
         Err(err) if err.raw_os_error() == Some(nix::libc::EINPROGRESS) => {}
@@ -67,6 +74,14 @@ pub async fn connect(
         .write_all(&first[sent..])
         .await
         .map_err(|_| CloseReason::UpstreamError)?;
+    // Sent so soon after the handshake, the bytes leave the socket delaying its ACKs
+    // (Linux's interactive "pingpong" mode). The server's answer is acknowledged at once
+    // again, as on any socket: a server that writes its answer in two parts, with Nagle's
+    // algorithm on, would otherwise wait for a delayed ACK before the second.
+    #[cfg(target_os = "linux")]
+    if !first.is_empty() {
+        let _ = SockRef::from(&stream).set_tcp_quickack(true);
+    }
     Ok(stream)
 }
 
@@ -106,6 +121,26 @@ mod tests {
         assert!(upstream.nodelay().unwrap());
         drop(upstream);
         assert_eq!(server.await.unwrap(), expected);
+    }
+
+    /// The handshake's last ACK waits for the first bytes, which makes Linux delay the
+    /// socket's ACKs; the connection handed on acknowledges at once again, as any socket
+    /// does. Otherwise a server that writes its answer in two parts with Nagle's algorithm
+    /// on would wait for a delayed ACK before sending the second.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_connection_handed_on_acknowledges_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for first in [&b"a request"[..], b""] {
+            let upstream = connect(addr, LIMIT, first).await.unwrap();
+            let (mut accepted, _) = listener.accept().await.unwrap();
+            let mut got = vec![0; first.len()];
+            accepted.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, first);
+            let quickack = SockRef::from(&upstream).tcp_quickack().unwrap();
+            assert!(quickack, "ACKs delayed after sending {first:?}");
+        }
     }
 
     #[tokio::test]
