@@ -358,6 +358,7 @@ fn start_workers(
             .name(format!("portcullis-{i}"))
             .spawn(move || {
                 runtime.block_on(async move {
+                    tokio::spawn(heartbeat(shared.detect.client_first));
                     for (info, socket) in listeners {
                         match Acceptor::new(socket) {
                             Ok(tcp) => {
@@ -385,6 +386,24 @@ fn start_workers(
         workers.push(worker);
     }
     Ok(workers)
+}
+
+/// Keeps a data-path thread's timers due to wake it within half of `client_first`, forever.
+///
+/// tokio's timer wheel promises its event loop a wake-up time; a timer armed to fire before
+/// that makes it interrupt the loop (a write(2) to its eventfd and one more turn), even when
+/// the thread arming it is the one that runs the loop. Every connection arms timers due
+/// `client_first` or later from now (detection's, the agreement check's), and a wheel that
+/// held only relays' idle timers, or none, took each of them as sooner than its promise:
+/// one interruption per connection. With this timer always due sooner, none is; it costs
+/// one timer firing every `client_first / 2` (at least 10 ms) per thread.
+async fn heartbeat(client_first: Duration) {
+    let period = (client_first / 2).max(Duration::from_millis(10));
+    let mut beat = tokio::time::interval(period);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        beat.tick().await;
+    }
 }
 
 fn shared_path(shared: &Shared) -> String {
