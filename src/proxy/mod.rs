@@ -9,6 +9,7 @@
 
 mod agree;
 mod conn;
+mod cpus;
 mod detect;
 mod dial;
 mod explicit;
@@ -250,8 +251,26 @@ pub async fn serve(loaded: Loaded) -> Result<(), ProxyError> {
             info.mode.name()
         );
     }
+    let pinned = cpus::plan(threads, cpus::wanted());
+    match &pinned {
+        Some(cpus) => {
+            let list: Vec<String> = cpus.iter().map(usize::to_string).collect();
+            eprintln!(
+                "portcullis: {threads} data-path thread(s), pinned to CPU(s) {}",
+                list.join(",")
+            );
+        }
+        None => eprintln!("portcullis: {threads} data-path thread(s), not pinned"),
+    }
     let (finished_tx, finished) = watch::channel(false);
-    let workers = start_workers(&shared, bound, threads, &accepting_stopped, &finished)?;
+    let workers = start_workers(
+        &shared,
+        bound,
+        pinned,
+        threads,
+        &accepting_stopped,
+        &finished,
+    )?;
     {
         let policy = shared.policy();
         eprintln!(
@@ -328,12 +347,14 @@ fn data_path_threads() -> usize {
 /// Starts the data path: `threads` threads, each running its own single-threaded runtime
 /// that accepts on its own socket of every listener (`listener::bind`) and serves the
 /// connections it accepted, or hands one to a less busy thread (`lanes`), start to finish:
-/// no connection's work crosses threads once it has begun.
+/// no connection's work crosses threads once it has begun. Thread `i` is pinned to CPU
+/// `pinned[i]` when there is a plan (`cpus::plan`).
 /// Each stops accepting when `quit` turns true and ends when `finished` does, abandoning
 /// whatever is left (the drain period is over by then).
 fn start_workers(
     shared: &Arc<Shared>,
     bound: Vec<(ListenerInfo, Vec<std::net::TcpListener>)>,
+    pinned: Option<Vec<usize>>,
     threads: usize,
     quit: &watch::Receiver<bool>,
     finished: &watch::Receiver<bool>,
@@ -354,9 +375,15 @@ fn start_workers(
             .map_err(ProxyError::Runtime)?;
         let (shared, quit, mut finished) = (Arc::clone(shared), quit.clone(), finished.clone());
         let lanes = Arc::clone(&lanes);
+        let cpu = pinned.as_ref().map(|cpus| cpus[i]);
         let worker = std::thread::Builder::new()
             .name(format!("portcullis-{i}"))
             .spawn(move || {
+                if let Some(cpu) = cpu {
+                    if let Err(err) = cpus::pin_to(cpu) {
+                        eprintln!("portcullis: portcullis-{i} not pinned to CPU {cpu}: {err}");
+                    }
+                }
                 runtime.block_on(async move {
                     tokio::spawn(heartbeat(shared.detect.client_first));
                     for (info, socket) in listeners {

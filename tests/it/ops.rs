@@ -161,3 +161,68 @@ fn sigusr1_reopens_the_event_file_without_losing_or_splitting_an_event() {
     // The old file ends with a whole line: no event began in it and went on in the new one.
     assert!(std::fs::read(&rotated).unwrap().ends_with(b"\n"));
 }
+
+/// The CPUs in a `Cpus_allowed_list` line of /proc/PID/status ("0-2,5").
+fn cpu_list(list: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in list.trim().split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
+/// The CPUs a thread or process may run on, from its /proc status file.
+fn allowed_cpus(status: &std::path::Path) -> Vec<usize> {
+    let status = std::fs::read_to_string(status).unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap();
+    cpu_list(line)
+}
+
+/// Each data-path thread (`portcullis-N`) of the gateway, with the CPUs it may run on.
+fn data_path_threads(pid: u32) -> Vec<(String, Vec<usize>)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        let name = name.trim();
+        if name
+            .strip_prefix("portcullis-")
+            .is_some_and(|n| n.parse::<usize>().is_ok())
+        {
+            threads.push((name.to_string(), allowed_cpus(&task.join("status"))));
+        }
+    }
+    threads.sort();
+    threads
+}
+
+#[test]
+fn data_path_threads_are_pinned_one_per_cpu_unless_told_not_to() {
+    let cpus = allowed_cpus(std::path::Path::new("/proc/self/status"));
+    for pin in [None, Some("0")] {
+        let up = Upstream::answering(|request| request.to_vec());
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let cfg = ConfigDir::new(
+            &forward_config(listen, up.addr, ""),
+            &[("local.toml", &local_segment("allow", ""))],
+        );
+        let env: Vec<(&str, &str)> = pin.map(|v| ("PORTCULLIS_PIN", v)).into_iter().collect();
+        let gw = Gateway::start_with_env(cfg, listen, &env);
+        let threads = data_path_threads(gw.pid());
+        assert_eq!(threads.len(), cpus.len(), "one thread per CPU: {threads:?}");
+        let given: Vec<Vec<usize>> = threads.into_iter().map(|(_, c)| c).collect();
+        if pin.is_none() {
+            // Thread N on the Nth CPU the process may use, each on its own.
+            let each: Vec<Vec<usize>> = cpus.iter().map(|&c| vec![c]).collect();
+            assert_eq!(given, each);
+        } else {
+            assert!(given.iter().all(|c| *c == cpus), "{given:?}");
+        }
+    }
+}

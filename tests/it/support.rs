@@ -68,8 +68,14 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway and waits until `listen` accepts connections.
     pub fn start(cfg: ConfigDir, listen: SocketAddr) -> Gateway {
+        Gateway::start_with_env(cfg, listen, &[])
+    }
+
+    /// As `start`, with `env` added to the gateway's environment.
+    pub fn start_with_env(cfg: ConfigDir, listen: SocketAddr, env: &[(&str, &str)]) -> Gateway {
         let child = Command::new(BIN)
             .args(["run", "--config", cfg.config().to_str().unwrap()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -101,6 +107,11 @@ impl Gateway {
         // The readiness probe above is itself a connection: wait for its two events.
         gw.wait_events(2);
         gw
+    }
+
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
     }
 
     /// The first event `pred` accepts, waiting up to 15 s for it; panics with every event
