@@ -10,7 +10,10 @@
 //!
 //! Threads are pinned only when there is one for every CPU the process may use: with a
 //! smaller CPU quota (cgroups), pinning would put every thread on the first CPUs. Setting
-//! `PORTCULLIS_PIN=0` in the environment leaves the threads to the scheduler.
+//! `PORTCULLIS_PIN=0` in the environment leaves the threads to the scheduler. Threads that
+//! a pinned thread starts share its CPU: those of its runtime's blocking pool, which run the
+//! explicit proxies' name lookups (`tokio::net::lookup_host`) and wait on DNS far more than
+//! they compute.
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
