@@ -27,11 +27,16 @@ pub fn plan(threads: usize, pin: bool) -> Option<Vec<usize>> {
     if !pin {
         return None;
     }
-    let allowed = sched_getaffinity(Pid::from_raw(0)).ok()?;
-    let cpus: Vec<usize> = (0..CpuSet::count())
-        .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
-        .collect();
+    let cpus = allowed().ok()?;
     (cpus.len() == threads).then_some(cpus)
+}
+
+/// The CPUs the calling thread may run on, in order.
+fn allowed() -> nix::Result<Vec<usize>> {
+    let set = sched_getaffinity(Pid::from_raw(0))?;
+    Ok((0..CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .collect())
 }
 
 /// Whether the environment asks for pinning (anything but `PORTCULLIS_PIN=0`).
@@ -50,16 +55,9 @@ pub fn pin_to(cpu: usize) -> nix::Result<()> {
 mod tests {
     use super::*;
 
-    fn allowed() -> Vec<usize> {
-        let set = sched_getaffinity(Pid::from_raw(0)).unwrap();
-        (0..CpuSet::count())
-            .filter(|&cpu| set.is_set(cpu).unwrap())
-            .collect()
-    }
-
     #[test]
     fn one_cpu_per_thread_only_when_the_threads_match_the_cpus() {
-        let cpus = allowed();
+        let cpus = allowed().unwrap();
         assert_eq!(plan(cpus.len(), true), Some(cpus.clone()));
         assert_eq!(plan(cpus.len(), false), None);
         assert_eq!(plan(cpus.len() + 1, true), None);
@@ -70,15 +68,15 @@ mod tests {
 
     #[test]
     fn a_pinned_thread_runs_on_its_cpu_only() {
-        let last = *allowed().last().unwrap();
+        let last = *allowed().unwrap().last().unwrap();
         let seen = std::thread::spawn(move || {
             pin_to(last).unwrap();
-            allowed()
+            allowed().unwrap()
         })
         .join()
         .unwrap();
         assert_eq!(seen, vec![last]);
         // The process's other threads are not affected.
-        assert!(allowed().contains(&last));
+        assert!(allowed().unwrap().contains(&last));
     }
 }
