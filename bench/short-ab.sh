@@ -14,6 +14,11 @@
 # flight. Needs gcc, python3 and Debian's haproxy; uses loopback ports 25443 (backend),
 # 26443 (HAProxy) and 27101 onwards (portcullis), so not while bench/compare.sh runs.
 #
+# RATES ("5000 10000 15000") are open-loop loads, OPEN_ROUNDS (ROUNDS) rounds each:
+# bench/openloop.c starts connections at that rate whatever the target's speed, so every
+# target is timed under the same load (the closed loop gives a faster target more
+# connections in flight). CONCS="" or RATES="" skips one kind.
+#
 # "exchange µs" is in flight / rate: how long each connection takes from the client's
 # connect to its next one. tcpbench times a connection from connect(2) to the answer's
 # first byte as its event loop reads it, and opens the next one at the answer's FIN. When
@@ -31,7 +36,9 @@ harness=$(realpath "${HARNESS:-../shared/bench}")
 command -v haproxy >/dev/null || { echo "bench/short-ab.sh: apt-get install haproxy" >&2; exit 2; }
 ROUNDS=${ROUNDS:-10}
 SECS=${SECS:-2}
-CONCS=${CONCS:-1 32}
+CONCS=${CONCS-1 32}
+RATES=${RATES-5000 10000 15000}
+OPEN_ROUNDS=${OPEN_ROUNDS:-$ROUNDS}
 if [ $# -eq 0 ]; then
   cargo build --release --locked
   set -- target/release/portcullis
@@ -47,6 +54,7 @@ trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
 
 gcc -O2 -Wall -pthread -o "$work/tcpbench" "$harness/tcpbench.c"
+gcc -O2 -Wall -o "$work/openloop" bench/openloop.c -lm
 python3 "$harness/gen_hello.py" short.allowed.test "$work/hello.bin"
 tb=$work/tcpbench
 
@@ -100,6 +108,23 @@ for conc in $CONCS; do
   done
 done
 
+# Open loop: the same short connections started at fixed rates (Poisson arrivals, one seed
+# per round, so every target gets the same schedule), timed from their scheduled start.
+opens=$work/open.tsv
+for rate in $RATES; do
+  for ((r = 1; r <= OPEN_ROUNDS; r++)); do
+    for ((k = 0; k < ${#targets[@]}; k++)); do
+      t=${targets[$(((r + k) % ${#targets[@]}))]}
+      p=${t##*:}
+      pid=$(pid_of "$p")
+      before=$(cpu_ticks "$pid")
+      out=$("$work/openloop" "127.0.0.1:$p" "$work/hello.bin" "$rate" "$SECS" "$r")
+      after=$(cpu_ticks "$pid")
+      printf '%s\t%s\t%s\t%s\t%s\n' "$rate" "${t%%:*}" "$r" "$((after - before))" "$out" >>"$opens"
+    done
+  done
+done
+
 # CAPTURES more interleaved rounds per target and load, captured on lo (headers only):
 # the exchange timed on the wire.
 fins=$work/fins.tsv
@@ -123,23 +148,54 @@ if [ "$CAPTURES" -gt 0 ] && command -v tcpdump >/dev/null && [ "$(id -u)" -eq 0 
   done
 fi
 
-python3 - "$raw" "$(getconf CLK_TCK)" "$fins" <<'PY'
+python3 - "$raw" "$(getconf CLK_TCK)" "$fins" "$opens" <<'PY'
 import os, re, statistics, sys
 rows = {}
-for line in open(sys.argv[1]):
+for line in open(sys.argv[1]) if os.path.exists(sys.argv[1]) else []:
     conc, name, ticks, out = line.rstrip("\n").split("\t", 3)
     kv = dict(re.findall(r"(\w+)=([\d.]+)", out))
     conns = float(kv["conns"])
     cpu_us = int(ticks) * 1e6 / int(sys.argv[2]) / conns if conns else float("nan")
     rows.setdefault((int(conc), name), []).append(
         (float(kv["cps"]), float(kv["p50_us"]), float(kv["p99_us"]), cpu_us))
-print("| in flight | target | connections/s | exchange µs | p50 µs | p99 µs | proxy CPU µs per connection |")
-print("|---|---|---|---|---|---|---|")
+if rows:
+    print("| in flight | target | connections/s | exchange µs | p50 µs | p99 µs | proxy CPU µs per connection |")
+    print("|---|---|---|---|---|---|---|")
 for (conc, name), v in sorted(rows.items()):
     med = [statistics.median(x[i] for x in v) for i in range(4)]
     exchange = conc * 1e6 / med[0]
     print(f"| {conc} | {name} | {med[0]:,.0f} | {exchange:,.0f} | {med[1]:,.0f} | {med[2]:,.0f} | {med[3]:.0f} |")
-print(f"\n{len(next(iter(rows.values())))} interleaved rounds per target and load; medians.")
+if rows:
+    print(f"\n{len(next(iter(rows.values())))} interleaved rounds per target and load; medians.")
+
+# Open loop: per rate and target, medians over rounds, and the median of each round's
+# ratio to HAProxy (same schedule, same round).
+opened = {}
+for line in open(sys.argv[4]) if os.path.exists(sys.argv[4]) else []:
+    rate, name, rnd, ticks, out = line.rstrip("\n").split("\t", 4)
+    kv = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", out)}
+    kv["cpu"] = int(ticks) * 1e6 / int(sys.argv[2]) / kv["conns"] if kv["conns"] else float("nan")
+    opened.setdefault(int(rate), {}).setdefault(name, {})[rnd] = kv
+if opened:
+    keys = [("p50_us", "p50 µs"), ("p99_us", "p99 µs"), ("eof_p50_us", "to EOF p50 µs"), ("cpu", "proxy CPU µs per connection")]
+    print("\n| offered/s | target | completed/s | errors | " + " | ".join(h for _, h in keys) + " |")
+    print("|---|---|---|---|" + "---|" * len(keys))
+    for rate, by_name in sorted(opened.items()):
+        ref = by_name.get("haproxy", {})
+        for name, rounds in sorted(by_name.items()):
+            cells = []
+            for k, _ in keys:
+                cell = f"{statistics.median(v[k] for v in rounds.values()):,.0f}"
+                ratios = [v[k] / ref[r][k] for r, v in rounds.items() if name != "haproxy" and r in ref and ref[r][k]]
+                if ratios:
+                    cell += f" ({statistics.median(ratios):.3f})"
+                cells.append(cell)
+            cps = statistics.median(v["cps"] for v in rounds.values())
+            errs = sum(v["errors"] + v["stuck"] for v in rounds.values())
+            print(f"| {rate:,} | {name} | {cps:,.0f} | {errs:.0f} | " + " | ".join(cells) + " |")
+    n = len(next(iter(next(iter(opened.values())).values())))
+    print(f"\nOpen loop, {n} interleaved rounds per target and rate: medians, and in brackets the")
+    print("median of the per-round ratios to HAProxy. Latency from each connection's scheduled start.")
 
 # The captured rounds, per client connection: its SYN, the proxy's first segment with
 # bytes, and the proxy's FIN (on that segment or later). Timed on the wire, so the load
