@@ -91,39 +91,40 @@ done
 pid_of() { ss -Hltnp "sport = :$1" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-raw=$work/raw.tsv
-for conc in $CONCS; do
-  for ((r = 1; r <= ROUNDS; r++)); do
-    # Each round starts one target later (A B C, B C A, ...), as the harness does: no
-    # target always follows the same one.
-    for ((k = 0; k < ${#targets[@]}; k++)); do
-      t=${targets[$(((r + k) % ${#targets[@]}))]}
-      p=${t##*:}
-      pid=$(pid_of "$p")
-      before=$(cpu_ticks "$pid")
-      out=$("$tb" rate "127.0.0.1:$p" "$work/hello.bin" "$conc" "$SECS")
-      after=$(cpu_ticks "$pid")
-      printf '%s\t%s\t%s\t%s\n' "$conc" "${t%%:*}" "$((after - before))" "$out" >>"$raw"
+# rounds OUT N LOADS...: N rounds per load of `measure LOAD ROUND ADDRESS` through every
+# target, a line each in OUT: load, target, round, the target's CPU ticks, what it printed.
+# Each round starts one target later (A B C, B C A, ...), as the harness does: no target
+# always follows the same one.
+rounds() {
+  local out=$1 n=$2 load r k t p pid before result
+  shift 2
+  for load in "$@"; do
+    for ((r = 1; r <= n; r++)); do
+      for ((k = 0; k < ${#targets[@]}; k++)); do
+        t=${targets[$(((r + k) % ${#targets[@]}))]}
+        p=${t##*:}
+        pid=$(pid_of "$p")
+        before=$(cpu_ticks "$pid")
+        result=$(measure "$load" "$r" "127.0.0.1:$p")
+        printf '%s\t%s\t%s\t%s\t%s\n' "$load" "${t%%:*}" "$r" "$(($(cpu_ticks "$pid") - before))" \
+          "$result" >>"$out"
+      done
     done
   done
-done
+}
 
-# Open loop: the same short connections started at fixed rates (Poisson arrivals, one seed
-# per round, so every target gets the same schedule), timed from their scheduled start.
+# Closed loop: LOAD connections in flight, the next dialled as one ends.
+raw=$work/raw.tsv
+measure() { "$tb" rate "$3" "$work/hello.bin" "$1" "$SECS"; }
+# shellcheck disable=SC2086 # CONCS and RATES are lists
+rounds "$raw" "$ROUNDS" $CONCS
+
+# Open loop: the same short connections started at LOAD per second (Poisson arrivals, one
+# seed per round, so every target gets the same schedule), timed from their scheduled start.
 opens=$work/open.tsv
-for rate in $RATES; do
-  for ((r = 1; r <= OPEN_ROUNDS; r++)); do
-    for ((k = 0; k < ${#targets[@]}; k++)); do
-      t=${targets[$(((r + k) % ${#targets[@]}))]}
-      p=${t##*:}
-      pid=$(pid_of "$p")
-      before=$(cpu_ticks "$pid")
-      out=$("$work/openloop" "127.0.0.1:$p" "$work/hello.bin" "$rate" "$SECS" "$r")
-      after=$(cpu_ticks "$pid")
-      printf '%s\t%s\t%s\t%s\t%s\n' "$rate" "${t%%:*}" "$r" "$((after - before))" "$out" >>"$opens"
-    done
-  done
-done
+measure() { "$work/openloop" "$3" "$work/hello.bin" "$1" "$SECS" "$2"; }
+# shellcheck disable=SC2086
+rounds "$opens" "$OPEN_ROUNDS" $RATES
 
 # CAPTURES more interleaved rounds per target and load, captured on lo (headers only):
 # the exchange timed on the wire.
@@ -152,7 +153,7 @@ python3 - "$raw" "$(getconf CLK_TCK)" "$fins" "$opens" <<'PY'
 import os, re, statistics, sys
 rows = {}
 for line in open(sys.argv[1]) if os.path.exists(sys.argv[1]) else []:
-    conc, name, ticks, out = line.rstrip("\n").split("\t", 3)
+    conc, name, _, ticks, out = line.rstrip("\n").split("\t", 4)
     kv = dict(re.findall(r"(\w+)=([\d.]+)", out))
     conns = float(kv["conns"])
     cpu_us = int(ticks) * 1e6 / int(sys.argv[2]) / conns if conns else float("nan")
