@@ -162,11 +162,10 @@ for line in open(sys.argv[1]) if os.path.exists(sys.argv[1]) else []:
 if rows:
     print("| in flight | target | connections/s | exchange µs | p50 µs | p99 µs | proxy CPU µs per connection |")
     print("|---|---|---|---|---|---|---|")
-for (conc, name), v in sorted(rows.items()):
-    med = [statistics.median(x[i] for x in v) for i in range(4)]
-    exchange = conc * 1e6 / med[0]
-    print(f"| {conc} | {name} | {med[0]:,.0f} | {exchange:,.0f} | {med[1]:,.0f} | {med[2]:,.0f} | {med[3]:.0f} |")
-if rows:
+    for (conc, name), v in sorted(rows.items()):
+        med = [statistics.median(x[i] for x in v) for i in range(4)]
+        exchange = conc * 1e6 / med[0]
+        print(f"| {conc} | {name} | {med[0]:,.0f} | {exchange:,.0f} | {med[1]:,.0f} | {med[2]:,.0f} | {med[3]:.0f} |")
     print(f"\n{len(next(iter(rows.values())))} interleaved rounds per target and load; medians.")
 
 # Open loop: per rate and target, medians over rounds, and the median of each round's
