@@ -2,6 +2,7 @@
  * openloop.c - short connections at a fixed offered rate (open loop), for bench/short-ab.sh.
  *
  *   openloop ADDR:PORT HELLO_FILE RATE SECONDS [SEED]
+ *   openloop ADDR:PORT HELLO_FILE cN SECONDS
  *
  * Starts connections at RATE per second, Poisson arrivals (exponential gaps from a fixed
  * seed, so every target gets the same schedule), whether or not earlier ones have finished.
@@ -15,9 +16,15 @@
  * (connect to first byte), and its latency is its rate's queueing. Here every target gets
  * the same load, so latency compares what each adds at that load.
  *
- * Prints one line of key=value: offered, conns, errors, late (starts more than 1 ms behind
- * schedule), secs, cps, p50_us, p90_us, p99_us, max_us (scheduled start to the answer's
- * first byte), eof_p50_us, eof_p99_us (to EOF). Loopback (127/8) only.
+ * With cN instead of a rate it is that closed loop, N in flight (c32 is `tcpbench rate ... 32`),
+ * each connection timed from its connect(2); the mean and after_us show what the percentiles
+ * hide there: the mean is in flight / rate less the time connections are held after their
+ * answer, untimed, waiting for the FIN.
+ *
+ * Prints one line of key=value: offered (RATE or cN), conns, errors, late (starts more than
+ * 1 ms behind schedule), secs, cps, p50_us, p90_us, p99_us, max_us, mean_us (start to the
+ * answer's first byte), eof_p50_us, eof_p99_us (to EOF), after_us (mean, first byte to EOF).
+ * Loopback (127/8) only.
  * Build: gcc -O2 -Wall -o openloop openloop.c
  */
 #define _GNU_SOURCE
@@ -41,7 +48,8 @@
 enum { C_CONNECTING, C_WAIT_RESP, C_WAIT_EOF };
 struct conn {
     int state;
-    uint64_t due; /* scheduled start, ns */
+    uint64_t due;   /* scheduled start, ns */
+    uint64_t first; /* the answer's first byte, ns */
 };
 static struct conn cs[MAXFD];
 
@@ -92,14 +100,54 @@ static int cmp_u32(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static uint32_t us_since(uint64_t t0) {
-    uint64_t us = (now_ns() - t0) / 1000;
+static uint32_t us_between(uint64_t t0, uint64_t t1) {
+    uint64_t us = (t1 - t0) / 1000;
     return us > 0xffffffffu ? 0xffffffffu : (uint32_t)us;
+}
+
+/* Latencies in µs, every one kept (a closed loop's count is not known in advance). */
+struct samples {
+    uint32_t *v;
+    size_t n, cap;
+};
+
+static void push(struct samples *s, uint32_t us) {
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 65536;
+        s->v = realloc(s->v, s->cap * sizeof *s->v);
+        if (!s->v) die("realloc");
+    }
+    s->v[s->n++] = us;
+}
+
+/* The q quantile of sorted samples (q = 1: the largest), 0 if there are none. */
+static uint32_t pct(const struct samples *s, double q) {
+    return s->n ? s->v[(size_t)((double)(s->n - 1) * q)] : 0;
+}
+
+/* Opens a connection due at `due`: 0, or -1 if no socket could be opened or dialled. */
+static int start(int ep, const struct sockaddr_in *sa, uint64_t due) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0 || fd >= MAXFD) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    cs[fd].due = due;
+    cs[fd].state = C_CONNECTING;
+    if (connect(fd, (const struct sockaddr *)sa, sizeof *sa) < 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP, .data.fd = fd};
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    return 0;
 }
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: openloop ADDR:PORT HELLO_FILE RATE SECONDS [SEED]\n");
+        fprintf(stderr, "usage: openloop ADDR:PORT HELLO_FILE RATE|cN SECONDS [SEED]\n");
         return 2;
     }
     struct sockaddr_in sa;
@@ -109,23 +157,33 @@ int main(int argc, char **argv) {
     static unsigned char hello[65536];
     size_t hello_len = fread(hello, 1, sizeof hello, f);
     fclose(f);
-    double rate = atof(argv[3]), secs = atof(argv[4]);
+    /* Closed loop: `closed` in flight, rate 0. */
+    int closed = argv[3][0] == 'c' ? atoi(argv[3] + 1) : 0;
+    double rate = closed ? 0 : atof(argv[3]), secs = atof(argv[4]);
     rng = argc > 5 ? strtoull(argv[5], NULL, 10) : 0x9E3779B97F4A7C15ull;
     if (!rng) rng = 1;
-    if (hello_len < 5 || rate <= 0 || secs <= 0) {
-        fprintf(stderr, "openloop: need a hello file, RATE > 0 and SECONDS > 0\n");
+    if (hello_len < 5 || (rate <= 0 && closed <= 0) || closed > 10000 || secs <= 0) {
+        fprintf(stderr, "openloop: need a hello file, RATE > 0 or c1 to c10000, and SECONDS > 0\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    size_t cap = (size_t)(rate * secs * 1.5) + 1024, n_first = 0, n_eof = 0;
-    uint32_t *first = malloc(cap * sizeof *first), *eof = malloc(cap * sizeof *eof);
-    if (!first || !eof) die("malloc");
+    struct samples first = {0}, eof = {0};
+    double first_sum = 0, after_sum = 0;
     int ep = epoll_create1(0);
     if (ep < 0) die("epoll_create1");
     uint64_t errors = 0, done = 0, late = 0, started = 0;
     int inflight = 0;
     uint64_t t_start = now_ns(), t_end = t_start + (uint64_t)(secs * 1e9);
-    uint64_t next = t_start;
+    /* The next scheduled start; a closed loop has none after its first N. */
+    uint64_t next = closed ? t_end : t_start;
+    for (int i = 0; i < closed; i++) {
+        if (start(ep, &sa, t_start) < 0) {
+            errors++;
+        } else {
+            inflight++;
+            started++;
+        }
+    }
     unsigned char buf[8192];
     struct epoll_event evs[512];
     for (;;) {
@@ -133,24 +191,11 @@ int main(int argc, char **argv) {
         /* Start every connection that is due. */
         while (next <= t && next < t_end) {
             if (t - next > 1000000) late++;
-            int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-            if (fd < 0 || fd >= MAXFD) {
-                if (fd >= 0) close(fd);
+            if (start(ep, &sa, next) < 0) {
                 errors++;
             } else {
-                int one = 1;
-                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-                cs[fd].due = next;
-                cs[fd].state = C_CONNECTING;
-                if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
-                    close(fd);
-                    errors++;
-                } else {
-                    struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP, .data.fd = fd};
-                    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-                    inflight++;
-                    started++;
-                }
+                inflight++;
+                started++;
             }
             next += (uint64_t)(-log(1.0 - uniform()) / rate * 1e9);
         }
@@ -188,7 +233,9 @@ int main(int argc, char **argv) {
                     ssize_t r = recv(fd, buf, sizeof buf, 0);
                     if (r > 0) {
                         if (c->state == C_WAIT_RESP) {
-                            if (n_first < cap) first[n_first++] = us_since(c->due);
+                            c->first = now_ns();
+                            push(&first, us_between(c->due, c->first));
+                            first_sum += (double)(c->first - c->due) / 1000;
                             c->state = C_WAIT_EOF;
                         }
                         continue;
@@ -203,24 +250,38 @@ int main(int argc, char **argv) {
                 }
             }
             if (finished || failed) {
-                if (finished && n_eof < cap) eof[n_eof++] = us_since(c->due);
+                if (finished) {
+                    uint64_t end = now_ns();
+                    push(&eof, us_between(c->due, end));
+                    after_sum += (double)(end - c->first) / 1000;
+                }
                 epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
                 close(fd);
                 inflight--;
                 if (finished) done++;
                 else errors++;
+                /* A closed loop dials the next one as one ends, as tcpbench rate does. */
+                if (closed && now_ns() < t_end) {
+                    if (start(ep, &sa, now_ns()) < 0) {
+                        errors++;
+                    } else {
+                        inflight++;
+                        started++;
+                    }
+                }
             }
         }
     }
     double el = (double)(now_ns() - t_start) / 1e9;
-    qsort(first, n_first, sizeof *first, cmp_u32);
-    qsort(eof, n_eof, sizeof *eof, cmp_u32);
-#define PCT(a, n, p) ((n) ? (a)[(size_t)((double)((n) - 1) * (p))] : 0)
-    printf("offered=%.0f started=%llu conns=%llu errors=%llu stuck=%d late=%llu secs=%.3f cps=%.1f "
-           "p50_us=%u p90_us=%u p99_us=%u max_us=%u eof_p50_us=%u eof_p99_us=%u\n",
-           rate, (unsigned long long)started, (unsigned long long)done, (unsigned long long)errors,
-           inflight, (unsigned long long)late, el, (double)done / el, PCT(first, n_first, 0.50),
-           PCT(first, n_first, 0.90), PCT(first, n_first, 0.99), n_first ? first[n_first - 1] : 0,
-           PCT(eof, n_eof, 0.50), PCT(eof, n_eof, 0.99));
+    qsort(first.v, first.n, sizeof *first.v, cmp_u32);
+    qsort(eof.v, eof.n, sizeof *eof.v, cmp_u32);
+    printf("offered=%s started=%llu conns=%llu errors=%llu stuck=%d late=%llu secs=%.3f cps=%.1f "
+           "p50_us=%u p90_us=%u p99_us=%u max_us=%u mean_us=%.0f eof_p50_us=%u eof_p99_us=%u "
+           "after_us=%.0f\n",
+           argv[3], (unsigned long long)started, (unsigned long long)done,
+           (unsigned long long)errors, inflight, (unsigned long long)late, el, (double)done / el,
+           pct(&first, 0.50), pct(&first, 0.90), pct(&first, 0.99), pct(&first, 1),
+           first.n ? first_sum / (double)first.n : 0, pct(&eof, 0.50), pct(&eof, 0.99),
+           done ? after_sum / (double)done : 0);
     return 0;
 }

@@ -3,8 +3,10 @@
 # inspect-delay + req.ssl_sni) and one or more portcullis builds, each in front of the
 # harness's tcpbench backend on loopback, measured in turn round after round so that the
 # machine's drift over an hour falls on every target alike. Per target and load it prints
-# the median connections/s, p50 and p99 (µs), and the proxy's CPU per connection (µs, from
-# /proc/PID/stat). bench/compare.sh gives the full picture against a direct connection;
+# the median connections/s, p50, p99 and mean (µs), and the proxy's CPU per connection (µs,
+# from /proc/PID/stat). The closed loop is bench/openloop.c's cN mode, which does what the
+# harness's `tcpbench rate` does and also gives the mean and the time each connection is
+# held after its answer's first byte (to its FIN), which no percentile counts. bench/compare.sh gives the full picture against a direct connection;
 # this script gives enough rounds to tell two builds apart on the short-connection budget.
 #
 #   bench/short-ab.sh                                  # target/release/portcullis, HAProxy
@@ -20,7 +22,8 @@
 # connections in flight). CONCS="" or RATES="" skips one kind.
 #
 # "exchange µs" is in flight / rate: how long each connection takes from the client's
-# connect to its next one. tcpbench times a connection from connect(2) to the answer's
+# connect to its next one; by Little's law it is the mean plus the time held after the
+# answer. The closed loop (like tcpbench) times a connection from connect(2) to the answer's
 # first byte as its event loop reads it, and opens the next one at the answer's FIN. When
 # the FIN comes with the bytes, it closes that connection and dials the next one before it
 # reads the other answers of the same epoll batch, which it then times late; when the FIN
@@ -115,7 +118,7 @@ rounds() {
 
 # Closed loop: LOAD connections in flight, the next dialled as one ends.
 raw=$work/raw.tsv
-measure() { "$tb" rate "$3" "$work/hello.bin" "$1" "$SECS"; }
+measure() { "$work/openloop" "$3" "$work/hello.bin" "c$1" "$SECS"; }
 # shellcheck disable=SC2086 # CONCS and RATES are lists
 rounds "$raw" "$ROUNDS" $CONCS
 
@@ -151,51 +154,56 @@ fi
 
 python3 - "$raw" "$(getconf CLK_TCK)" "$fins" "$opens" <<'PY'
 import os, re, statistics, sys
-rows = {}
-for line in open(sys.argv[1]) if os.path.exists(sys.argv[1]) else []:
-    conc, name, _, ticks, out = line.rstrip("\n").split("\t", 4)
-    kv = dict(re.findall(r"(\w+)=([\d.]+)", out))
-    conns = float(kv["conns"])
-    cpu_us = int(ticks) * 1e6 / int(sys.argv[2]) / conns if conns else float("nan")
-    rows.setdefault((int(conc), name), []).append(
-        (float(kv["cps"]), float(kv["p50_us"]), float(kv["p99_us"]), cpu_us))
-if rows:
-    print("| in flight | target | connections/s | exchange µs | p50 µs | p99 µs | proxy CPU µs per connection |")
-    print("|---|---|---|---|---|---|---|")
-    for (conc, name), v in sorted(rows.items()):
-        med = [statistics.median(x[i] for x in v) for i in range(4)]
-        exchange = conc * 1e6 / med[0]
-        print(f"| {conc} | {name} | {med[0]:,.0f} | {exchange:,.0f} | {med[1]:,.0f} | {med[2]:,.0f} | {med[3]:.0f} |")
-    print(f"\n{len(next(iter(rows.values())))} interleaved rounds per target and load; medians.")
+clk = int(sys.argv[2])
 
-# Open loop: per rate and target, medians over rounds, and the median of each round's
-# ratio to HAProxy (same schedule, same round).
-opened = {}
-for line in open(sys.argv[4]) if os.path.exists(sys.argv[4]) else []:
-    rate, name, rnd, ticks, out = line.rstrip("\n").split("\t", 4)
-    kv = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", out)}
-    kv["cpu"] = int(ticks) * 1e6 / int(sys.argv[2]) / kv["conns"] if kv["conns"] else float("nan")
-    opened.setdefault(int(rate), {}).setdefault(name, {})[rnd] = kv
-if opened:
-    keys = [("p50_us", "p50 µs"), ("p99_us", "p99 µs"), ("eof_p50_us", "to EOF p50 µs"), ("cpu", "proxy CPU µs per connection")]
-    print("\n| offered/s | target | completed/s | errors | " + " | ".join(h for _, h in keys) + " |")
-    print("|---|---|---|---|" + "---|" * len(keys))
-    for rate, by_name in sorted(opened.items()):
+# A run's rounds: load -> target -> round -> what the generator printed, with the proxy's
+# CPU µs per connection and the exchange (in flight / rate, closed loop only) added.
+def rounds_of(path, closed):
+    found = {}
+    for line in open(path) if os.path.exists(path) else []:
+        load, name, rnd, ticks, out = line.rstrip("\n").split("\t", 4)
+        kv = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", out)}
+        kv["cpu"] = int(ticks) * 1e6 / clk / kv["conns"] if kv["conns"] else float("nan")
+        if closed and kv["cps"]:
+            kv["exchange"] = int(load) * 1e6 / kv["cps"]
+        found.setdefault(int(load), {}).setdefault(name, {})[rnd] = kv
+    return found
+
+# One table: per load and target the median over rounds of each (key, header, ratio) and,
+# where ratio is set, in brackets the median of each round's ratio to HAProxy's same round.
+def table(found, load_header, keys, what):
+    if not found:
+        return
+    print(f"\n| {load_header} | target | " + " | ".join(h for _, h, _ in keys) + " |")
+    print("|---|---|" + "---|" * len(keys))
+    failed = 0
+    for load, by_name in sorted(found.items()):
         ref = by_name.get("haproxy", {})
         for name, rounds in sorted(by_name.items()):
             cells = []
-            for k, _ in keys:
+            for k, _, ratio in keys:
                 cell = f"{statistics.median(v[k] for v in rounds.values()):,.0f}"
-                ratios = [v[k] / ref[r][k] for r, v in rounds.items() if name != "haproxy" and r in ref and ref[r][k]]
+                ratios = [v[k] / ref[r][k] for r, v in rounds.items()
+                          if ratio and name != "haproxy" and r in ref and ref[r][k]]
                 if ratios:
                     cell += f" ({statistics.median(ratios):.3f})"
                 cells.append(cell)
-            cps = statistics.median(v["cps"] for v in rounds.values())
-            errs = sum(v["errors"] + v["stuck"] for v in rounds.values())
-            print(f"| {rate:,} | {name} | {cps:,.0f} | {errs:.0f} | " + " | ".join(cells) + " |")
-    n = len(next(iter(next(iter(opened.values())).values())))
-    print(f"\nOpen loop, {n} interleaved rounds per target and rate: medians, and in brackets the")
-    print("median of the per-round ratios to HAProxy. Latency from each connection's scheduled start.")
+            failed += sum(v["errors"] + v["stuck"] for v in rounds.values())
+            print(f"| {load:,} | {name} | " + " | ".join(cells) + " |")
+    n = len(next(iter(next(iter(found.values())).values())))
+    print(f"\n{what}, {n} interleaved rounds per target and load: medians, and in brackets the")
+    print(f"median of the per-round ratios to HAProxy. {failed:.0f} connections failed or stuck.")
+
+latency = [("p50_us", "p50 µs", True), ("p99_us", "p99 µs", True)]
+cpu = [("cpu", "proxy CPU µs per connection", True)]
+table(rounds_of(sys.argv[1], True), "in flight",
+      [("cps", "connections/s", True), ("exchange", "exchange µs", True)] + latency
+      + [("mean_us", "mean µs", True), ("after_us", "held after the answer µs", False)] + cpu,
+      "Closed loop")
+# Open loop: the same schedule for every target in a round.
+table(rounds_of(sys.argv[4], False), "offered/s",
+      [("cps", "completed/s", False)] + latency + [("eof_p50_us", "to EOF p50 µs", True)] + cpu,
+      "Open loop, timed from each connection's scheduled start")
 
 # The captured rounds, per client connection: its SYN, the proxy's first segment with
 # bytes, and the proxy's FIN (on that segment or later). Timed on the wire, so the load
