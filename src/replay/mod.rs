@@ -17,7 +17,7 @@ mod summary;
 mod tests;
 
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 pub use capture::CaptureError;
@@ -74,6 +74,21 @@ pub fn replay_file(
         source,
     })?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let input = BufReader::with_capacity(1 << 16, file);
+    replay_reader(path, input, bytes, policy, detect, out, summary)
+}
+
+/// Replays a capture read from `input` (`bytes` long), named `path` in its events and
+/// errors: [`replay_file`] without the file.
+pub fn replay_reader(
+    path: &Path,
+    input: impl Read + Send,
+    bytes: u64,
+    policy: &Policy,
+    detect: Detect,
+    out: &mut dyn Write,
+    summary: &mut Summary,
+) -> Result<FileStats, ReplayError> {
     let name = path.to_string_lossy();
     let mut flows = Flows::new(policy, detect, &name);
     let mut stats = FileStats {
@@ -92,7 +107,7 @@ pub fn replay_file(
     };
     let mut tcp = 0u64;
     let mut frames = 0u64;
-    let read = capture::frames(BufReader::with_capacity(1 << 16, file), |frame| {
+    let read = capture::frames(input, |frame| {
         frames += 1;
         let Some(link) = frame.link else { return };
         if let Some(seg) = packet::parse(link, frame.data) {
