@@ -13,6 +13,9 @@ mod cpus;
 mod detect;
 mod dial;
 mod explicit;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use explicit::fuzzing;
 mod in_force;
 mod lanes;
 mod limits;

@@ -135,7 +135,7 @@ async fn read_head(
 
 /// Where the head in `buf` ends (just after its first empty line: `\n\n` or `\n\r\n`), given
 /// that none ends within the first `searched` bytes.
-fn head_end(buf: &[u8], searched: usize) -> Option<usize> {
+pub fn head_end(buf: &[u8], searched: usize) -> Option<usize> {
     // Up to two bytes of a terminator may be among those searched already.
     let from = searched.saturating_sub(2);
     buf[from..].iter().enumerate().find_map(|(i, &b)| {
@@ -155,13 +155,13 @@ fn head_end(buf: &[u8], searched: usize) -> Option<usize> {
 
 /// A request to the proxy.
 #[derive(Debug, PartialEq, Eq)]
-enum Request {
+pub enum Request {
     Connect(Target),
     Absolute(forward::Absolute),
 }
 
 /// Parses a complete head; the error says what is wrong, for the 400 answer.
-fn parse(head: &[u8]) -> Result<Request, &'static str> {
+pub fn parse(head: &[u8]) -> Result<Request, &'static str> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {

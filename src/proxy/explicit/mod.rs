@@ -34,6 +34,13 @@ use crate::sniff::Protocol;
 
 pub use resolve::Host;
 
+/// The HTTP proxy's request-head parsing, for the fuzz target (`cargo fuzz` builds with
+/// `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    pub use super::http::{head_end, parse, Request};
+}
+
 /// Serves one connection on an explicit listener.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -113,7 +120,7 @@ impl Accepted {
 
 /// Where the client asked to go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
+pub struct Target {
     host: Host,
     port: u16,
 }
