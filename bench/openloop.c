@@ -261,8 +261,9 @@ int main(int argc, char **argv) {
                 if (finished) done++;
                 else errors++;
                 /* A closed loop dials the next one as one ends, as tcpbench rate does. */
-                if (closed && now_ns() < t_end) {
-                    if (start(ep, &sa, now_ns()) < 0) {
+                uint64_t now = now_ns();
+                if (closed && now < t_end) {
+                    if (start(ep, &sa, now) < 0) {
                         errors++;
                     } else {
                         inflight++;
