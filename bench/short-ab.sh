@@ -6,8 +6,9 @@
 # the median connections/s, p50, p99 and mean (µs), and the proxy's CPU per connection (µs,
 # from /proc/PID/stat). The closed loop is bench/openloop.c's cN mode, which does what the
 # harness's `tcpbench rate` does and also gives the mean and the time each connection is
-# held after its answer's first byte (to its FIN), which no percentile counts. bench/compare.sh gives the full picture against a direct connection;
-# this script gives enough rounds to tell two builds apart on the short-connection budget.
+# held after its answer's first byte (to its FIN), which no percentile counts.
+# bench/compare.sh gives the full picture against a direct connection; this script gives
+# enough rounds to tell two builds apart on the short-connection budget.
 #
 #   bench/short-ab.sh                                  # target/release/portcullis, HAProxy
 #   bench/short-ab.sh /tmp/old/portcullis target/release/portcullis
