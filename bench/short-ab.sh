@@ -17,6 +17,9 @@
 # flight. Needs gcc, python3 and Debian's haproxy; uses loopback ports 25443 (backend),
 # 26443 (HAProxy) and 27101 onwards (portcullis), so not while bench/compare.sh runs.
 #
+# BUSY=1 adds a busy loop at nice 5 for the whole run: another program keeping one CPU busy,
+# as a log shipper or a compressor would on a gateway.
+#
 # RATES ("5000 10000 15000") are open-loop loads, OPEN_ROUNDS (ROUNDS) rounds each:
 # bench/openloop.c starts connections at that rate whatever the target's speed, so every
 # target is timed under the same load (the closed loop gives a faster target more
@@ -70,6 +73,9 @@ start() {
   pids+=($!)
 }
 start backend "$tb" server 127.0.0.1:25443 128
+if [ "${BUSY:-0}" = 1 ]; then
+  start busy nice -n 5 sh -c 'while :; do :; done'
+fi
 start haproxy haproxy -db -f "$harness/haproxy.cfg"
 targets=("haproxy:26443")
 port=27101
